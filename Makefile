@@ -1,0 +1,33 @@
+# Two entry points, each doing the whole set-up from a fresh clone:
+#   make demo   set up .venv and run the main job on the embedded synthetic data
+#   make test   set up .venv and run the test suite
+# Set-up is idempotent: a stamp file records what was installed, and it is redone only
+# when setup.cfg, pyproject.toml or the detectron2 installer change.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.seg_suite-setup
+DEMO_DIR ?= demo_output
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test clean-demo
+
+setup: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml tools/install_detectron2.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) tools/install_detectron2.py
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) tools/demo.py --output $(DEMO_DIR)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-demo:
+	rm -rf $(DEMO_DIR)
