@@ -1,0 +1,1 @@
+"""Part of seg_suite.modeling; see the package docstring."""
