@@ -1,0 +1,128 @@
+"""COCO-format panoptic datasets with semantic maps derived from the panoptic annotation.
+
+Registers ``coco_2017_{train,val}_panoptic_with_sem_seg`` under ``$DETECTRON2_DATASETS`` (default
+``datasets``), the names the official Mask2Former configs use (Mask2Former
+``mask2former/data/datasets/register_coco_panoptic_annos_semseg.py``): one contiguous id space over
+all 133 categories, so the semantic evaluator and the model's 133-way classifier agree. The semantic
+PNGs come from ``datasets/prepare_coco_semantic_annos_from_panoptic.py``.
+
+:func:`register_panoptic_with_sem_seg` is the generic part, also used for the synthetic set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from seg_suite.errors import UserError
+
+_COCO_PANOPTIC_SPLITS = {
+    # name: (image dir, panoptic PNG dir, panoptic json, semantic PNG dir, instances json)
+    "coco_2017_train_panoptic": ("coco/train2017", "coco/panoptic_train2017",
+                                 "coco/annotations/panoptic_train2017.json",
+                                 "coco/panoptic_semseg_train2017",
+                                 "coco/annotations/instances_train2017.json"),
+    "coco_2017_val_panoptic": ("coco/val2017", "coco/panoptic_val2017",
+                               "coco/annotations/panoptic_val2017.json",
+                               "coco/panoptic_semseg_val2017",
+                               "coco/annotations/instances_val2017.json"),
+}
+
+
+def panoptic_metadata(categories: list[dict]) -> dict:
+    """Metadata for a panoptic category list (COCO form with ``isthing``), ids kept in list order.
+
+    Contiguous ids run over ALL categories (things and stuff together), as Mask2Former trains:
+    ``stuff_dataset_id_to_contiguous_id`` covers every category (so the semantic evaluator sees
+    all of them) and ``thing_dataset_id_to_contiguous_id`` the things, with the same numbers.
+    """
+    meta = {
+        "thing_classes": [c["name"] for c in categories if c["isthing"]],
+        "thing_colors": [c.get("color", [0, 0, 0]) for c in categories if c["isthing"]],
+        "stuff_classes": [c["name"] for c in categories],
+        "stuff_colors": [c.get("color", [0, 0, 0]) for c in categories],
+        "thing_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories) if c["isthing"]},
+        "stuff_dataset_id_to_contiguous_id": {c["id"]: i for i, c in enumerate(categories)},
+    }
+    return meta
+
+
+def load_panoptic_with_sem_seg(json_file: str, image_root: str, panoptic_root: str, sem_seg_root: str | None,
+                               meta: dict) -> list[dict]:
+    """Dataset dicts: ``file_name``, ``image_id``, ``height``/``width`` (when the JSON has them),
+    ``pan_seg_file_name``, ``sem_seg_file_name`` and ``segments_info`` with contiguous
+    ``category_id`` and ``isthing``.
+
+    Image files are taken from the JSON's ``images`` list; COCO's rule (the PNG name with ``.jpg``)
+    is the fallback when an image is not listed there.
+    """
+    if not os.path.isfile(json_file):
+        raise UserError(f"panoptic annotation file not found: {json_file} (see datasets/README.md)")
+    with open(json_file) as f:
+        data = json.load(f)
+    images = {im["id"]: im for im in data.get("images", [])}
+    things = meta["thing_dataset_id_to_contiguous_id"]
+    stuff = meta["stuff_dataset_id_to_contiguous_id"]
+    out = []
+    for ann in data["annotations"]:
+        image_id = ann["image_id"]
+        im = images.get(image_id)
+        image_name = im["file_name"] if im else os.path.splitext(ann["file_name"])[0] + ".jpg"
+        segments = []
+        for s in ann["segments_info"]:
+            s = dict(s)
+            isthing = s["category_id"] in things
+            s["category_id"] = things[s["category_id"]] if isthing else stuff[s["category_id"]]
+            s["isthing"] = isthing
+            segments.append(s)
+        d = {
+            "file_name": os.path.join(image_root, image_name),
+            "image_id": image_id,
+            "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
+            "segments_info": segments,
+        }
+        if sem_seg_root:
+            d["sem_seg_file_name"] = os.path.join(sem_seg_root, ann["file_name"])
+        if im and "height" in im:
+            d["height"], d["width"] = im["height"], im["width"]
+        out.append(d)
+    if not out:
+        raise UserError(f"no annotations in {json_file}")
+    return out
+
+
+def register_panoptic_with_sem_seg(name: str, categories: list[dict], image_root: str, panoptic_root: str,
+                                   panoptic_json: str, sem_seg_root: str | None, instances_json: str | None,
+                                   **extra_meta) -> None:
+    """Register ``name`` (replacing an earlier registration) with panoptic + semantic ground truth.
+
+    Metadata ``evaluator_type="coco_panoptic_seg"`` selects PQ, and, when the model's instance and
+    semantic outputs are on, COCO AP against ``json_file`` (``instances_json``) and mIoU.
+    """
+    meta = panoptic_metadata(categories)
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    DatasetCatalog.register(
+        name, lambda: load_panoptic_with_sem_seg(panoptic_json, image_root, panoptic_root, sem_seg_root, meta)
+    )
+    fields = dict(
+        image_root=image_root, panoptic_root=panoptic_root, panoptic_json=panoptic_json,
+        sem_seg_root=sem_seg_root, evaluator_type="coco_panoptic_seg", ignore_label=255, label_divisor=1000,
+        **meta, **extra_meta,
+    )
+    if instances_json:
+        fields["json_file"] = instances_json
+    MetadataCatalog.get(name).set(**fields)
+
+
+def register_all_coco_panoptic_with_sem_seg(root: str) -> None:
+    from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+
+    for prefix, (images, pan_root, pan_json, sem_root, inst_json) in _COCO_PANOPTIC_SPLITS.items():
+        register_panoptic_with_sem_seg(
+            prefix + "_with_sem_seg", COCO_CATEGORIES, os.path.join(root, images), os.path.join(root, pan_root),
+            os.path.join(root, pan_json), os.path.join(root, sem_root), os.path.join(root, inst_json),
+        )

@@ -1,0 +1,304 @@
+"""Multi-round self-training on pseudo-labels (CutLER, Wang et al. 2023, ``cutler/tools/get_self_training_ann.py``).
+
+Each round k (1-based), with everything kept in ``OUTPUT/round_k/``:
+
+1. trains on ``round_k/train.json`` through :func:`seg_suite.engine.launch.main`, the code path of
+   ``tools/train_net.py`` (config, checkpoints every ``SOLVER.CHECKPOINT_PERIOD``,
+   ``metrics.json``, ``config.yaml`` and evaluation on the config's ``DATASETS.TEST`` all land in
+   ``round_k/``). Round 1 trains on a copy of the input file and starts from the config's
+   ``MODEL.WEIGHTS``; round k > 1 starts from round k-1's ``model_final.pth``, as CutLER's
+   self-training rounds do;
+2. predicts on the training images with the same entry point (``--eval-only`` on the round's own
+   data, in ``round_k/predict/``), which also scores the model against the labels it trained on;
+3. keeps predictions with score >= the round's threshold (CutLER: 0.7 in round 1, 0.65 after);
+4. adds back the round's pseudo-masks whose largest IoU with the kept predictions of their image
+   is < 0.5 (:func:`merge_pseudo_labels`);
+5. writes ``round_{k+1}/train.json``, the next round's data, then ``round_k/round.json`` (the
+   round's summary and metrics), which marks it finished.
+
+Resuming (``resume=True``) skips finished rounds; an interrupted round continues training from its
+``last_checkpoint`` (detectron2's resume) and redoes prediction and merging, which are cheap and
+deterministic. Calling again with more rounds continues from the last finished one.
+
+Differences from CutLER's script, deliberate: ``area`` is the mask area (CutLER writes the box
+area) and ``bbox`` the mask's tight box; predictions for images missing from the label file's
+``images`` are ignored (they could not be loaded for training); images keep their order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from seg_suite.errors import UserError
+from seg_suite.io.files import atomic_write, atomic_write_json
+from seg_suite.io.masks import mask_to_bbox, rle_to_mask
+
+logger = logging.getLogger("seg_suite")
+
+# CutLER README, self-training rounds 1 and 2 (get_self_training_ann.py --threshold).
+DEFAULT_THRESHOLDS = (0.7, 0.65)
+# cutler/tools/get_self_training_ann.py: a pseudo-mask comes back when max IoU < 0.5.
+DEFAULT_MERGE_IOU = 0.5
+
+
+def round_thresholds(rounds: int, thresholds: Sequence[float] | None = None) -> list[float]:
+    """The score threshold of each round: ``thresholds`` (default 0.7, 0.65), the last one repeated."""
+    values = list(DEFAULT_THRESHOLDS if not thresholds else thresholds)
+    if rounds < 1:
+        raise UserError(f"--rounds must be >= 1, got {rounds}")
+    if any(not 0.0 <= t <= 1.0 for t in values):
+        raise UserError(f"score thresholds must be in [0, 1], got {values}")
+    if len(values) > rounds:
+        raise UserError(f"{len(values)} thresholds given for {rounds} round(s)")
+    return values + [values[-1]] * (rounds - len(values))
+
+
+def _masks(anns: list[dict], height: int, width: int) -> np.ndarray:
+    """(N, H*W) float32 masks of COCO annotations (RLE or polygons)."""
+    out = np.zeros((len(anns), height * width), dtype=np.float32)
+    for i, ann in enumerate(anns):
+        out[i] = rle_to_mask(ann["segmentation"], height, width).reshape(-1)
+    return out
+
+
+def pairwise_mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every row of ``a`` (N, P) with every row of ``b`` (M, P), binary float masks: (N, M)."""
+    inter = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def merge_pseudo_labels(previous: dict, predictions: list[dict], score_threshold: float,
+                        merge_iou: float = DEFAULT_MERGE_IOU, progress: bool = False) -> tuple[dict, dict]:
+    """The next round's COCO file: confident predictions plus the pseudo-masks they do not cover.
+
+    Args:
+        previous: COCO instance dict the round trained on ("images", "annotations", "categories").
+        predictions: COCO results ("image_id", "category_id", "segmentation" RLE, "score").
+        score_threshold: predictions with score >= this are kept.
+        merge_iou: a previous pseudo-mask is added back when its largest IoU with the kept
+            predictions of its image is < this.
+    Returns:
+        (the new COCO dict, counts: kept predictions, pseudo-masks kept and dropped, ignored
+        predictions on unknown images, total annotations). Annotations are numbered 1..N, kept
+        predictions first within each image; predictions carry their "score".
+    """
+    images = {img["id"]: img for img in previous.get("images", [])}
+    kept = defaultdict(list)
+    ignored = 0
+    for pred in predictions:
+        if pred["score"] < score_threshold:
+            continue
+        if pred["image_id"] not in images:
+            ignored += 1
+            continue
+        kept[pred["image_id"]].append(pred)
+    old = defaultdict(list)
+    for ann in previous.get("annotations", []):
+        old[ann["image_id"]].append(ann)
+
+    annotations, carried = [], 0
+    for image_id in tqdm(list(images), desc="merge", unit="img", disable=not progress):
+        img, preds, anns = images[image_id], kept.get(image_id, []), old.get(image_id, [])
+        h, w = int(img["height"]), int(img["width"])
+        back = anns
+        if preds and anns:
+            iou = pairwise_mask_iou(_masks(anns, h, w), _masks(preds, h, w))
+            back = [ann for ann, best in zip(anns, iou.max(1)) if best < merge_iou]
+        carried += len(back)
+        for pred in preds:
+            mask = rle_to_mask(pred["segmentation"], h, w)
+            annotations.append({
+                "image_id": image_id, "category_id": pred["category_id"],
+                "segmentation": pred["segmentation"], "area": int(mask.sum()),
+                "bbox": mask_to_bbox(mask), "iscrowd": 0, "score": float(pred["score"]),
+            })
+        annotations.extend(dict(ann) for ann in back)
+    for i, ann in enumerate(annotations, start=1):
+        ann["id"] = i
+    merged = {k: v for k, v in previous.items() if k not in ("annotations", "images")}
+    merged["images"] = list(images.values())
+    merged["annotations"] = annotations
+    counts = {"kept_predictions": sum(len(v) for v in kept.values()), "kept_pseudo_masks": carried,
+              "dropped_pseudo_masks": len(previous.get("annotations", [])) - carried,
+              "ignored_predictions": ignored, "annotations": len(annotations)}
+    return merged, counts
+
+
+def _versions() -> dict:
+    import detectron2
+    import torch
+
+    from seg_suite import __version__
+
+    return {"seg_suite": __version__, "torch": torch.__version__, "detectron2": detectron2.__version__}
+
+
+def _finite(obj):
+    """Results with NaN (e.g. AP of an absent size range) replaced by None, so files are strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+def _run_and_record(args: argparse.Namespace, results_path: str | None) -> None:
+    """One training or prediction run through the train_net entry point; rank 0 saves its results."""
+    from detectron2.utils import comm
+
+    from seg_suite.engine.launch import main
+
+    results = main(args)
+    if results_path and comm.is_main_process():
+        atomic_write_json(results_path, _finite(dict(results or {})), indent=1)
+
+
+def _launch(args: argparse.Namespace, results_path: Path | None = None) -> dict:
+    """Run :func:`seg_suite.engine.launch.main` under detectron2's ``launch`` (one process per GPU)."""
+    from detectron2.engine import launch
+
+    launch(_run_and_record, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args, str(results_path) if results_path else None))
+    if results_path is None:
+        return {}
+    with open(results_path) as f:
+        return json.load(f)
+
+
+def _copy(src: str, dst: Path) -> None:
+    with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def _training_metrics(path: Path) -> dict:
+    """From detectron2's metrics.json: the last training losses and the last evaluation (keys with a
+    "/", e.g. "segm/AP", written by the evaluation hook on the config's DATASETS.TEST)."""
+    last_train, evaluation = {}, {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if "total_loss" in record:
+                last_train = {k: v for k, v in record.items() if k.startswith(("total_loss", "loss_")) and
+                              not k[-1].isdigit()} | {"iteration": record.get("iteration")}
+            evaluation.update({k: v for k, v in record.items() if "/" in k})
+    return {"final_losses": last_train, "test_results": _finite(evaluation)}
+
+
+def _training_finished(folder: Path) -> bool:
+    marker = folder / "last_checkpoint"
+    return marker.is_file() and marker.read_text().strip() == "model_final.pth" \
+        and (folder / "model_final.pth").is_file()
+
+
+def self_train(config_file: str, train_json: str, image_root: str, output: str, rounds: int = 2,
+               thresholds: Sequence[float] | None = None, resume: bool = False, opts: Sequence[str] = (),
+               num_gpus: int = 1, num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
+               merge_iou: float = DEFAULT_MERGE_IOU, dataset_prefix: str = "self_train") -> list[dict]:
+    """Run (or resume) ``rounds`` self-training rounds; see the module docstring.
+
+    Args:
+        config_file, opts: the training config and ``KEY VALUE`` overrides, as for train_net.
+            The data keys (``DATASETS.TRAIN``, ``DATASETS.PSEUDO_COCO``), ``OUTPUT_DIR`` and, after
+            round 1, ``MODEL.WEIGHTS`` are set per round.
+        train_json, image_root: the round-1 pseudo-labels (COCO instances) and their images.
+        num_gpus, num_machines, machine_rank, dist_url: detectron2 ``launch`` (0 GPUs = CPU).
+    Returns:
+        the ``round.json`` summary of every round.
+    """
+    thresholds = round_thresholds(rounds, thresholds)
+    if not os.path.isfile(train_json):
+        raise UserError(f"pseudo-label file not found: {train_json}")
+    if not os.path.isdir(image_root):
+        raise UserError(f"image folder not found: {image_root}")
+    if not os.path.isfile(config_file):
+        raise UserError(f"config file not found: {config_file}")
+    out = Path(output)
+    if not resume and any(out.glob("round_*")):
+        raise UserError(f"{out} already holds self-training rounds: pass --resume to continue, "
+                        f"or choose another --output")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "self_train.json", {
+        "config_file": os.path.abspath(config_file), "train_json": os.path.abspath(train_json),
+        "image_root": os.path.abspath(image_root), "rounds": rounds, "thresholds": thresholds,
+        "merge_iou": merge_iou, "opts": list(opts), "versions": _versions(),
+    }, indent=1)
+
+    summaries = []
+    for k in range(1, rounds + 1):
+        folder = out / f"round_{k}"
+        done = folder / "round.json"
+        if done.is_file():
+            logger.info("self-training round %d already finished (%s): skipped", k, done)
+            with open(done) as f:
+                summaries.append(json.load(f))
+            continue
+        data = folder / "train.json"
+        if not data.is_file():
+            if k > 1:
+                raise UserError(f"{data} is missing although round {k - 1} finished; remove "
+                                f"{out / f'round_{k - 1}' / 'round.json'} to redo that round")
+            _copy(train_json, data)
+        summaries.append(_one_round(k, folder, data, image_root, config_file, list(opts), thresholds[k - 1],
+                                    merge_iou, f"{dataset_prefix}_round{k}",
+                                    argparse.Namespace(num_gpus=num_gpus, num_machines=num_machines,
+                                                       machine_rank=machine_rank, dist_url=dist_url)))
+    atomic_write_json(out / "summary.json", summaries, indent=1)
+    return summaries
+
+
+def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: str, opts: list[str],
+               threshold: float, merge_iou: float, name: str, launch_args: argparse.Namespace) -> dict:
+    data_opts = ["DATASETS.PSEUDO_COCO", repr([[name, str(data), os.path.abspath(image_root)]]),
+                 "DATASETS.TRAIN", repr((name,))]
+    start = [] if k == 1 else ["MODEL.WEIGHTS", str(folder.parent / f"round_{k - 1}" / "model_final.pth")]
+
+    def args(extra: list[str], eval_only: bool) -> argparse.Namespace:
+        # Always --resume: a fresh folder has no checkpoint, so the weights come from MODEL.WEIGHTS.
+        return argparse.Namespace(config_file=config_file, opts=[*opts, *start, *data_opts, *extra],
+                                  eval_only=eval_only, resume=not eval_only, **vars(launch_args))
+
+    if _training_finished(folder):
+        logger.info("round %d: training already finished, predicting", k)
+    else:
+        logger.info("round %d: training on %s", k, data)
+        _launch(args(["OUTPUT_DIR", str(folder)], eval_only=False))
+
+    predict_dir = folder / "predict"
+    logger.info("round %d: predicting on the training images", k)
+    agreement = _launch(args(["MODEL.WEIGHTS", str(folder / "model_final.pth"), "DATASETS.TEST", repr((name,)),
+                              "OUTPUT_DIR", str(predict_dir)], eval_only=True), folder / "train_agreement.json")
+    with open(predict_dir / "inference" / name / "coco_instances_results.json") as f:
+        predictions = json.load(f)
+    with open(data) as f:
+        previous = json.load(f)
+    merged, counts = merge_pseudo_labels(previous, predictions, threshold, merge_iou, progress=True)
+    merged.setdefault("info", {})
+    merged["info"] = {**merged["info"], "self_training_round": k + 1,
+                      "description": f"seg_suite self-training: round {k} predictions (score >= {threshold}) "
+                                     f"+ round {k} pseudo-masks with max IoU < {merge_iou}"}
+    next_data = folder.parent / f"round_{k + 1}" / "train.json"
+    atomic_write_json(next_data, merged)
+    summary = {
+        "round": k, "train_json": str(data), "next_train_json": str(next_data), "score_threshold": threshold,
+        "merge_iou": merge_iou, "input_annotations": len(previous.get("annotations", [])),
+        "predictions": len(predictions), **counts,
+        **_training_metrics(folder / "metrics.json"),
+        "train_agreement": agreement,  # the model scored against the labels it trained on
+        "versions": _versions(),
+    }
+    atomic_write_json(folder / "round.json", summary, indent=1)
+    logger.info("round %d finished: %d annotations -> %d (%d predictions kept, %d pseudo-masks kept)",
+                k, summary["input_annotations"], counts["annotations"], counts["kept_predictions"],
+                counts["kept_pseudo_masks"])
+    return summary

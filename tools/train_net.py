@@ -1,0 +1,17 @@
+#!/usr/bin/env python
+"""Train or evaluate a Mask2Former-style model with detectron2 (the official ``train_net.py`` interface).
+
+    tools/train_net.py --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --num-gpus 8
+    tools/train_net.py --config-file configs/synthetic/maskformer2_R50_tiny_cpu.yaml --num-gpus 0
+    tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
+    tools/train_net.py --config-file CFG --resume      # continue from OUTPUT_DIR/last_checkpoint
+
+All logic lives in seg_suite.engine (shared with self-training); see seg_suite/engine/launch.py.
+"""
+
+import sys
+
+from seg_suite.engine.launch import run
+
+if __name__ == "__main__":
+    sys.exit(run())
