@@ -1,0 +1,48 @@
+"""`seg-suite evaluate-masks`: class-agnostic COCO mask AP of pseudo-masks against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from seg_suite.cli.visualize import load_json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate-masks",
+        help="class-agnostic mask AP/AP50/AR100 of pseudo-masks against ground truth",
+        description="All categories are merged into one before pycocotools COCOeval runs (the CutLER "
+                    "protocol: AP over IoU 0.50:0.95, 101-point interpolation, maxDets 100). Images are "
+                    "matched by file_name.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--pred", required=True, help="predictions: COCO JSON with images[] or a result list")
+    p.add_argument("--gt", required=True, help="ground-truth COCO instances JSON")
+    p.add_argument("--images-root", default=None,
+                   help="make absolute prediction file names relative to this folder before matching "
+                        "(default: use file names as written)")
+    p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm", help="masks or boxes (CutLER reports segm)")
+    p.add_argument("--output", default=None, help="also write the metrics as JSON here (default: print only)")
+    p.add_argument("--verbose", action="store_true", help="print COCOeval's full summary")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, format_table
+    from seg_suite.io.files import atomic_write_json
+
+    pred = load_json(args.pred, "prediction file")
+    gt = load_json(args.gt, "ground-truth file")
+    if args.images_root and isinstance(pred, dict):
+        root = Path(args.images_root).resolve()
+        for im in pred.get("images", []):
+            p = Path(im["file_name"])
+            if p.is_absolute() and p.resolve().is_relative_to(root):
+                im["file_name"] = os.fspath(p.resolve().relative_to(root))
+    stats = evaluate_class_agnostic(pred, gt, iou_type=args.iou_type, verbose=args.verbose)
+    print(format_table(stats))
+    if args.output:
+        atomic_write_json(args.output, stats, indent=2)
+    return 0
