@@ -26,14 +26,14 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from seg_suite.evaluation.panoptic import rgb2id
+from seg_suite.io.panoptic import rgb_to_id
 from seg_suite.io.files import atomic_write_png
 
 
 def semantic_from_panoptic(panoptic_png: str, segments_info: list[dict], id_map: dict[int, int]) -> np.ndarray:
     """HxW uint8 semantic map: ``id_map[category_id]`` on each listed segment, 255 elsewhere."""
     with Image.open(panoptic_png) as im:
-        ids = rgb2id(np.asarray(im.convert("RGB")))
+        ids = rgb_to_id(np.asarray(im.convert("RGB")))
     out = np.full(ids.shape, 255, np.uint8)
     for seg in segments_info:
         out[ids == seg["id"]] = id_map[seg["category_id"]]

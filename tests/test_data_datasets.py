@@ -10,7 +10,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from seg_suite.data.datasets import register_pseudo_coco, register_synthetic
 from seg_suite.errors import UserError
-from seg_suite.evaluation.panoptic import rgb2id
+from seg_suite.io.panoptic import rgb_to_id
 from seg_suite.io.masks import mask_to_rle, rle_to_mask
 
 
@@ -39,7 +39,7 @@ def test_panoptic_view_ids_agree_with_semantic_maps_and_instances(synth_names):
     inst = {d["image_id"]: d for d in DatasetCatalog.get("tsynth_val")}
     for image_id, d in pan.items():
         with Image.open(d["pan_seg_file_name"]) as im:
-            ids = rgb2id(np.asarray(im.convert("RGB")))
+            ids = rgb_to_id(np.asarray(im.convert("RGB")))
         with Image.open(d["sem_seg_file_name"]) as im:
             sem = np.asarray(im)
         things = []

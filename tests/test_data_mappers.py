@@ -19,7 +19,7 @@ from seg_suite.data.mappers import (
 )
 from seg_suite.engine.config import add_training_config
 from seg_suite.errors import UserError
-from seg_suite.evaluation.panoptic import rgb2id
+from seg_suite.io.panoptic import rgb_to_id
 from seg_suite.io.masks import rle_to_mask
 
 
@@ -74,7 +74,7 @@ def test_panoptic_lsj_targets(synth):
     d = DatasetCatalog.get("msynth_train_panoptic")[1]
     out = mapper(d)
     with Image.open(d["pan_seg_file_name"]) as im:
-        ids = rgb2id(np.asarray(im.convert("RGB")))
+        ids = rgb_to_id(np.asarray(im.convert("RGB")))
     inst = out["instances"]
     expected = [(s["category_id"], nearest(ids == s["id"], (64, 51))) for s in d["segments_info"] if not s["iscrowd"]]
     expected = [(c, m) for c, m in expected if m.any()]

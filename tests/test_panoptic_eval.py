@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seg_suite.evaluation.panoptic import PQStat, id2rgb, pq_compute, pq_image, rgb2id, summarize
+from seg_suite.evaluation.panoptic import PQStat, id_to_rgb, pq_compute, pq_image, rgb_to_id, summarize
 
 # Category 1 is a thing, category 2 is stuff.
 CATS = {1: {"id": 1, "name": "thing", "isthing": 1}, 2: {"id": 2, "name": "stuff", "isthing": 0}}
@@ -124,8 +124,8 @@ def test_inconsistent_predictions_are_rejected():
 
 def test_rgb_id_round_trip():
     ids = np.array([[0, 1, 255], [256, 65536 + 7, 256**3 - 1]], np.int64)
-    assert np.array_equal(rgb2id(id2rgb(ids)), ids)
-    assert rgb2id(np.array([[[1, 2, 3]]], np.uint8))[0, 0] == 1 + 2 * 256 + 3 * 65536
+    assert np.array_equal(rgb_to_id(id_to_rgb(ids)), ids)
+    assert rgb_to_id(np.array([[[1, 2, 3]]], np.uint8))[0, 0] == 1 + 2 * 256 + 3 * 65536
 
 
 def test_pq_compute_from_files_matches_the_crowd_case(tmp_path):
@@ -135,8 +135,8 @@ def test_pq_compute_from_files_matches_the_crowd_case(tmp_path):
     gt = np.where(gt > 0, gt * 1000, 0)
     pred = np.where(pred > 0, pred * 70000, 0)
     (tmp_path / "gt").mkdir(); (tmp_path / "pred").mkdir()
-    Image.fromarray(id2rgb(gt)).save(tmp_path / "gt" / "a.png")
-    Image.fromarray(id2rgb(pred)).save(tmp_path / "pred" / "a.png")
+    Image.fromarray(id_to_rgb(gt)).save(tmp_path / "gt" / "a.png")
+    Image.fromarray(id_to_rgb(pred)).save(tmp_path / "pred" / "a.png")
     gsegs = [gt_seg(1000, 1, gt, crowd=1), gt_seg(2000, 1, gt)]
     psegs = [{"id": 700000, "category_id": 1}, {"id": 770000, "category_id": 1},
              {"id": 840000, "category_id": 2}]

@@ -17,10 +17,10 @@ from seg_suite.data.synthetic import (
     generate_image,
     generate_video,
     make_synthetic_dataset,
-    rgb_to_id,
 )
 from seg_suite.errors import UserError
 from seg_suite.io.masks import rle_to_mask
+from seg_suite.io.panoptic import rgb_to_id
 
 H, W = 96, 128  # non-square on purpose: catches width/height swaps
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from seg_suite.cli.visualize import load_json
+from seg_suite.io.files import load_json
 
 
 def register(subparsers) -> None:

@@ -7,17 +7,7 @@ import json
 from pathlib import Path
 
 from seg_suite.errors import UserError
-
-
-def load_json(path: str, what: str):
-    """Read a JSON file or raise a one-line UserError."""
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read {what} {path}: {str(err).splitlines()[0]}") from None
+from seg_suite.io.files import load_json
 
 
 def register(subparsers) -> None:

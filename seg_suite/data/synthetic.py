@@ -32,6 +32,7 @@ from tqdm import tqdm
 from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write, atomic_write_json, atomic_write_png
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
+from seg_suite.io.panoptic import id_to_rgb
 
 SYNTHETIC_CATEGORIES: list[dict] = [
     {"id": 1, "name": "disk", "supercategory": "shape", "isthing": 1, "color": [220, 70, 40]},
@@ -70,18 +71,6 @@ _CLOUD_PERIOD = (80.0, 220.0)
 def semantic_index(category_id: int) -> int:
     """Contiguous semantic index of a category: its rank among the 6 categories ordered by id."""
     return [c["id"] for c in SYNTHETIC_CATEGORIES].index(category_id)
-
-
-def id_to_rgb(ids: np.ndarray) -> np.ndarray:
-    """COCO panoptic encoding: HxW segment ids -> HxWx3 uint8 with id = R + 256 G + 256^2 B."""
-    ids = ids.astype(np.int64)
-    return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256], axis=-1).astype(np.uint8)
-
-
-def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`id_to_rgb`: HxWx3 uint8 -> HxW int64 segment ids."""
-    rgb = rgb.astype(np.int64)
-    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
 def _hsv(rng: np.random.Generator, hue: tuple[float, float], sat: tuple[float, float], val: tuple[float, float]):

@@ -37,6 +37,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from seg_suite.io.files import atomic_write_json
+from seg_suite.io.panoptic import id_to_rgb, rgb_to_id
 
 try:  # the metric works without detectron2; only the evaluator class needs it
     from detectron2.evaluation import DatasetEvaluator
@@ -47,22 +48,6 @@ OFFSET = 256 * 256 * 256
 VOID = 0
 
 logger = logging.getLogger(__name__)
-
-
-def rgb2id(color: np.ndarray) -> np.ndarray:
-    """HxWx3 RGB panoptic PNG -> HxW uint32 segment ids (``R + 256 G + 256^2 B``)."""
-    color = np.asarray(color)
-    if color.ndim == 2:
-        return color.astype(np.uint32)
-    color = color.astype(np.uint32)
-    return color[..., 0] + 256 * color[..., 1] + 256 * 256 * color[..., 2]
-
-
-def id2rgb(ids: np.ndarray) -> np.ndarray:
-    """HxW integer segment ids -> HxWx3 uint8 RGB (inverse of :func:`rgb2id`)."""
-    ids = np.asarray(ids).astype(np.uint32)
-    rgb = np.stack([ids % 256, (ids // 256) % 256, (ids // (256 * 256)) % 256], axis=-1)
-    return rgb.astype(np.uint8)
 
 
 @dataclass
@@ -137,7 +122,7 @@ def pq_image(
     """PQ sums for one image.
 
     Args:
-        pan_gt, pan_pred: HxW integer segment-id maps (0 = VOID), e.g. from :func:`rgb2id`.
+        pan_gt, pan_pred: HxW integer segment-id maps (0 = VOID), e.g. from :func:`rgb_to_id`.
         gt_segments: the gt ``segments_info`` (``id``, ``category_id``, ``iscrowd``, ``area``).
         pred_segments: the predicted ``segments_info`` (``id``, ``category_id``); areas are
             counted from ``pan_pred``.
@@ -231,7 +216,7 @@ def format_results(results: dict) -> str:
 
 def read_panoptic_png(path: str) -> np.ndarray:
     with Image.open(path) as im:
-        return rgb2id(np.asarray(im.convert("RGB")))
+        return rgb_to_id(np.asarray(im.convert("RGB")))
 
 
 def pq_compute(gt_json_file: str, pred_json_file: str, gt_folder: str | None = None,

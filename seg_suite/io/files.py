@@ -15,6 +15,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from seg_suite.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
@@ -63,3 +65,14 @@ def atomic_write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 
     with atomic_write(path, "wb") as fh:
         Image.fromarray(np.ascontiguousarray(array)).save(fh, format="PNG")
+
+
+def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """Read a JSON file, or raise a one-line :class:`UserError` naming ``what`` was expected."""
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {what} {path}: {str(err).splitlines()[0]}") from None

@@ -17,7 +17,7 @@ from detectron2.data import transforms as T
 from PIL import Image
 
 from seg_suite.data.mappers.common import build_lsj_augmentation, image_to_tensor, masks_to_instances, read_image
-from seg_suite.evaluation.panoptic import rgb2id
+from seg_suite.io.panoptic import rgb_to_id
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class PanopticLSJDatasetMapper:
         with Image.open(dataset_dict.pop("pan_seg_file_name")) as im:
             pan_rgb = np.asarray(im.convert("RGB"))
         # Transform the uint8 RGB encoding (nearest-neighbour, exact); padding becomes id 0 = void.
-        pan = rgb2id(transforms.apply_segmentation(pan_rgb))
+        pan = rgb_to_id(transforms.apply_segmentation(pan_rgb))
         segments = [s for s in dataset_dict["segments_info"] if not s.get("iscrowd", 0)]
         masks = np.stack([pan == s["id"] for s in segments]) if segments else np.zeros((0, *pan.shape), bool)
         classes = [s["category_id"] for s in segments]
