@@ -44,5 +44,6 @@ def run(args) -> int:
     stats = evaluate_class_agnostic(pred, gt, iou_type=args.iou_type, verbose=args.verbose)
     print(format_table(stats))
     if args.output:
-        atomic_write_json(args.output, stats, indent=2)
+        # strict JSON has no NaN: metrics COCO could not compute (-1) are written as null
+        atomic_write_json(args.output, {k: (None if v != v else v) for k, v in stats.items()}, indent=2)
     return 0

@@ -39,7 +39,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
         raise
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):
@@ -56,7 +56,7 @@ def _json_default(obj: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = None) -> None:
     """Write ``obj`` as JSON atomically (numpy scalars and arrays are converted)."""
     with atomic_write(path, "w") as fh:
-        json.dump(obj, fh, indent=indent, default=_json_default)
+        json.dump(obj, fh, indent=indent, default=json_default)
 
 
 def atomic_write_png(path: str | os.PathLike, array: np.ndarray) -> None:

@@ -1,0 +1,139 @@
+"""Flags shared by the dataset-generation subcommands (maskcut, and later sam-masks,
+motion-masks, cluster...), so each one spells and documents them the same way.
+
+    add_input_output_args(parser)   --input --output --max-images
+    add_device_arg(parser)          --device (device_from_args: cuda -> cuda:LOCAL_RANK under torchrun)
+    add_run_args(parser)            --num-shards --shard-id --resume --overwrite
+                                    --retry-failed --batch-size --workers --no-progress
+    run_kwargs(args)                -> keyword arguments for seg_suite.pseudo.runner.run_job
+    select_items(args)              -> the sorted work items of --input (first --max-images)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DEFAULT_WORKERS = 2  # decoding overlaps compute on 2+ cores; 0 reads in the main process
+
+
+def add_input_output_args(parser: argparse.ArgumentParser, what: str = "images") -> None:
+    parser.add_argument(
+        "--input", required=True, metavar="DIR|GLOB|LIST.txt",
+        help=f"the {what}: a folder (searched recursively; flat or nested), a quoted glob pattern "
+             f"(e.g. 'data/**/*.jpg'), or a .txt list with one path per line (relative to the list's "
+             f"folder, # comments). file_name in the output is relative to this input root",
+    )
+    parser.add_argument(
+        "--output", required=True, metavar="OUT.json",
+        help="the output file, written atomically when the run is complete. Beside it: "
+             "OUT.failures.jsonl (items that could not be processed, with the reason), "
+             "OUT.journal.jsonl while running (for --resume), OUT.log.jsonl (timings)",
+    )
+    parser.add_argument(
+        "--max-images", type=int, default=None, metavar="N",
+        help="process only the first N inputs in sorted order (default: all)",
+    )
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="cpu", metavar="cpu|cuda",
+        help="where the model runs: cpu, cuda or cuda:N; plain cuda under torchrun means cuda:LOCAL_RANK "
+             "(default: cpu, which always exists)",
+    )
+
+
+def device_from_args(args) -> str:
+    """``--device``, with plain ``cuda`` mapped to this process's GPU under torchrun."""
+    import os
+
+    if args.device == "cuda" and os.environ.get("LOCAL_RANK", "").isdigit():
+        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return args.device
+
+
+def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, what: str = "images") -> None:
+    group = parser.add_argument_group("scale-out and restarts (seg_suite.pseudo.runner)")
+    group.add_argument(
+        "--num-shards", type=int, default=None, metavar="K",
+        help="split the inputs into K shards (batch j of the sorted list goes to shard j %% K, so merged "
+             "shards equal an unsharded run with the same --batch-size); "
+             "shard I writes OUT.shard-IIIII-of-KKKKK.json, joined by `seg-suite merge`. "
+             "Default: SLURM_ARRAY_TASK_COUNT (or _MIN/_MAX) in a SLURM job array, WORLD_SIZE under "
+             "torchrun, else 1",
+    )
+    group.add_argument(
+        "--shard-id", type=int, default=None, metavar="I",
+        help="which shard to run, 0..K-1. Default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, "
+             "torchrun's RANK, else 0",
+    )
+    group.add_argument(
+        "--resume", action="store_true",
+        help="continue a killed or interrupted run from its journal (the result is identical to an "
+             "uninterrupted run); with a finished output it does nothing. Default: off, and an "
+             "existing journal or output is then an error",
+    )
+    group.add_argument(
+        "--overwrite", action="store_true",
+        help="discard an existing output and journal and start over (default: off)",
+    )
+    group.add_argument(
+        "--retry-failed", action="store_true",
+        help="with --resume, process again the items recorded as failed (default: off, failures are final)",
+    )
+    group.add_argument(
+        "--batch-size", type=int, default=default_batch_size, metavar="B",
+        help=f"{what} per model call; keep it when resuming or sharding one run (default: {default_batch_size}, "
+             f"one at a time as the reference MaskCut runs)",
+    )
+    group.add_argument(
+        "--workers", type=int, default=DEFAULT_WORKERS, metavar="W",
+        help=f"DataLoader worker processes reading and decoding {what} while the model runs "
+             f"(default: {DEFAULT_WORKERS}; 0 reads in the main process)",
+    )
+    group.add_argument(
+        "--no-progress", action="store_true",
+        help="hide the progress bar (default: shown on stderr, with items/s)",
+    )
+
+
+def select_items(args):
+    from seg_suite.errors import UserError
+    from seg_suite.pseudo.inputs import discover_inputs
+
+    items = discover_inputs(args.input)
+    if args.max_images is not None:
+        if args.max_images < 1:
+            raise UserError(f"--max-images must be at least 1, got {args.max_images}")
+        items = items[: args.max_images]
+    return items
+
+
+def run_kwargs(args) -> dict:
+    from seg_suite.pseudo.runner import ShardSpec
+
+    if args.retry_failed and not args.resume:
+        from seg_suite.errors import UserError
+
+        raise UserError("--retry-failed only makes sense with --resume")
+    return {
+        "shard": ShardSpec.resolve(args.num_shards, args.shard_id),
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "retry_failed": args.retry_failed,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "progress": not args.no_progress,
+    }
+
+
+def print_summary(summary) -> None:
+    """One closing line: what was written and how many items failed."""
+    import sys
+
+    if summary.skipped:
+        return
+    line = f"wrote {summary.output}: {summary.num_items - summary.num_failed} of {summary.num_items} items done"
+    if summary.num_failed:
+        line += f", {summary.num_failed} failed (reasons in {summary.failures})"
+    print(line, file=sys.stderr)

@@ -1,0 +1,65 @@
+"""``seg-suite merge``: join the shard files of a sharded run into the final output."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "merge",
+        help="join the shard files of a sharded run (maskcut, ...) into one output",
+        description=(
+            "Join the K shard files written by a run with --num-shards K (OUT.shard-IIIII-of-KKKKK.json) "
+            "into OUT.json, identical to what an unsharded run writes, plus OUT.failures.jsonl. "
+            "Missing, duplicate, corrupt, unfinished or mismatched shards are refused with a message "
+            "and nothing is written."
+        ),
+    )
+    parser.add_argument(
+        "--inputs", nargs="+", default=None, metavar="SHARD",
+        help="shard files or quoted glob patterns (default: OUT.shard-*-of-*.json beside --output)",
+    )
+    parser.add_argument("--output", required=True, metavar="OUT.json", help="the merged output file")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output (default: off, an existing output is an error)")
+    parser.set_defaults(func=run)
+
+
+def _expand(specs: list[str]) -> list[str]:
+    from seg_suite.errors import UserError
+
+    paths: list[str] = []
+    for spec in specs:
+        if any(c in spec for c in "*?["):
+            matches = sorted(glob.glob(spec))
+            if not matches:
+                raise UserError(f"no shard files match {spec!r}")
+            paths.extend(matches)
+        else:
+            paths.append(spec)
+    return list(dict.fromkeys(paths))
+
+
+def run(args) -> int:
+    import sys
+
+    from seg_suite.errors import UserError
+    from seg_suite.pseudo.runner import merge_outputs
+
+    output = Path(args.output)
+    if args.inputs is None:
+        stem = output.name[: -len(output.suffix)] if output.suffix else output.name
+        pattern = glob.escape(str(output.with_name(stem))) + ".shard-*-of-*.json"
+        paths = sorted(glob.glob(pattern))
+        if not paths:
+            raise UserError(f"no shard files {pattern} found; pass them with --inputs")
+    else:
+        paths = _expand(args.inputs)
+    summary = merge_outputs(paths, output, overwrite=args.overwrite)
+    line = f"merged {len(paths)} shards into {summary.output}: {summary.num_items} items"
+    if summary.num_failed:
+        line += f", {summary.num_failed} failed (reasons in {summary.failures})"
+    print(line, file=sys.stderr)
+    return 0

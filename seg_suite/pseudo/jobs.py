@@ -1,0 +1,130 @@
+"""The job interface of the dataset runner (:mod:`seg_suite.pseudo.runner`).
+
+A job turns one work item into one JSON record (``prepare`` in DataLoader workers, then
+``process`` on the device) and the sorted records into the final output (``finalize``).
+The full contract is in the runner's module docstring. :class:`CocoMaskJob` is the base for
+every generator that writes a COCO instance file (MaskCut, SAM, motion masks).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from seg_suite.errors import UserError
+from seg_suite.io.files import atomic_write_json, load_json
+from seg_suite.io.masks import mask_area, mask_to_bbox, mask_to_rle
+from seg_suite.pseudo.inputs import WorkItem
+
+
+class ItemError(Exception):
+    """A work item cannot be processed; ``str(err)`` is a one-line reason for failures.jsonl."""
+
+
+class Job:
+    """Base class of dataset jobs; the contract is in :mod:`seg_suite.pseudo.runner`'s docstring."""
+
+    name: ClassVar[str] = "job"
+    unit: ClassVar[str] = "img"
+    heavy_attrs: ClassVar[tuple[str, ...]] = ()
+
+    def params(self) -> dict:
+        raise NotImplementedError
+
+    @classmethod
+    def from_params(cls, params: dict) -> "Job":
+        raise NotImplementedError(f"{cls.__name__} cannot be rebuilt from its params (needed by merge)")
+
+    def prepare(self, item: WorkItem) -> Any:
+        raise NotImplementedError
+
+    def process(self, batch: list[Any]) -> list[dict | ItemError]:
+        raise NotImplementedError
+
+    def finalize(self, records: list[dict], info: dict) -> Any:
+        raise NotImplementedError
+
+    def write_output(self, path: Path, final: Any) -> None:
+        atomic_write_json(path, final)
+
+    def read_info(self, path: Path) -> dict | None:
+        """The ``info`` of a finished output, to check it on ``--resume`` (None: unknown)."""
+        obj = load_json(path, "finished output")
+        return obj.get("info") if isinstance(obj, dict) else None
+
+    def runtime_info(self) -> dict:
+        """Execution details for the log file (device...), never part of the output."""
+        return {}
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        for attr in self.heavy_attrs:
+            state[attr] = None
+        return state
+
+
+class CocoMaskJob(Job):
+    """A job whose output is a COCO instance file.
+
+    Records are ``{"images": [{"file_name", "width", "height", ...}], "annotations":
+    [[ann, ...] for each image]}``; an ``ann`` holds ``segmentation`` (RLE), ``bbox``,
+    ``area``, ``score`` and optionally ``category_id`` (default 1) and ``iscrowd`` (default 0)
+    (see :meth:`mask_annotation`). Image and annotation ids are assigned 1, 2, ... in key order
+    (then record order), so a resumed or merged run numbers them exactly as an uninterrupted one.
+    """
+
+    categories: ClassVar[list[dict]] = [{"id": 1, "name": "object"}]
+
+    @staticmethod
+    def mask_annotation(mask: np.ndarray, score: float, category_id: int = 1) -> dict:
+        """A COCO annotation (without ids) for a bool HxW mask at the image's true size."""
+        return {
+            "category_id": int(category_id),
+            "segmentation": mask_to_rle(mask),
+            "area": mask_area(mask),
+            "bbox": mask_to_bbox(mask),
+            "score": float(score),
+            "iscrowd": 0,
+        }
+
+    def coco_categories(self) -> list[dict]:
+        return [dict(c) for c in self.categories]
+
+    def finalize(self, records: list[dict], info: dict) -> dict:
+        images, annotations = [], []
+        for record in records:
+            for image, anns in zip(record["images"], record["annotations"], strict=True):
+                image_id = len(images) + 1
+                images.append({"id": image_id, **image})
+                for ann in anns:
+                    extra = {k: v for k, v in ann.items() if k not in ("id", "image_id", "category_id", "iscrowd")}
+                    annotations.append({
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": ann.get("category_id", 1),
+                        "iscrowd": ann.get("iscrowd", 0),
+                        **extra,
+                    })
+        return {"info": info, "images": images, "annotations": annotations, "categories": self.coco_categories()}
+
+
+def job_class_path(job: Job | type) -> str:
+    cls = job if isinstance(job, type) else type(job)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def default_job_resolver(class_path: str) -> type[Job]:
+    """Import a job class named in a shard file; only classes inside seg_suite are allowed."""
+    module, _, qualname = class_path.partition(":")
+    if not module.startswith("seg_suite.") or not qualname.isidentifier():
+        raise UserError(f"shard names job class {class_path!r}, which is not a seg_suite job")
+    try:
+        cls = getattr(importlib.import_module(module), qualname)
+    except (ImportError, AttributeError):
+        raise UserError(f"shard names job class {class_path!r}, which this seg_suite does not have") from None
+    if not (isinstance(cls, type) and issubclass(cls, Job)):
+        raise UserError(f"{class_path!r} is not a seg_suite job class")
+    return cls

@@ -1,0 +1,132 @@
+"""MaskCut as a dataset job: one COCO pseudo-mask file for a folder of images.
+
+``prepare`` (DataLoader workers) reads each image with :func:`seg_suite.io.images.load_image`
+(EXIF orientation, any mode or bit depth, a pixel limit against huge files) and refuses
+images smaller than one patch; ``process`` runs :func:`seg_suite.pseudo.maskcut.maskcut_batch`
+on the device. The output follows CutLER's pseudo-label files (``maskcut/maskcut.py``): one
+category, RLE masks with bbox, area, score and ``iscrowd`` 0, except that ``images[]`` hold
+the TRUE ``width``/``height`` (the reference swaps them) and ``file_name`` is relative to the
+input root, for flat and nested folders alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from seg_suite.features.backbones import DEFAULT_BACKBONE  # dino_vitb8, as CutLER runs MaskCut
+from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
+from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.maskcut import MaskCutParams, maskcut_batch
+from seg_suite.pseudo.runner import CocoMaskJob, ItemError
+
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def backbone_patch_size(backbone: str) -> int:
+    from seg_suite.features import BACKBONES, HANDCRAFTED, HandcraftedExtractor
+
+    if backbone == HANDCRAFTED:
+        return HandcraftedExtractor().patch_size
+    if backbone not in BACKBONES:
+        from seg_suite.errors import UserError
+
+        raise UserError(f"unknown backbone '{backbone}'; choose from {', '.join(sorted(BACKBONES))}, {HANDCRAFTED}")
+    return BACKBONES[backbone].patch_size
+
+
+class MaskCutJob(CocoMaskJob):
+    """MaskCut pseudo-masks for every image, through :func:`seg_suite.pseudo.runner.run_job`.
+
+    Args:
+        params: the MaskCut settings (CutLER defaults).
+        backbone: a ``seg_suite.features`` backbone name, or ``handcrafted`` (no weights).
+        weights: local checkpoint; None lets ``seg_suite.features`` find it (or fail clearly).
+        device: ``cpu`` or ``cuda``; an execution setting, not recorded in the output.
+        max_pixels: images above this many pixels are refused (recorded as failures).
+        random_init: random backbone weights (timing and tests only: masks are meaningless).
+    """
+
+    name = "maskcut"
+    heavy_attrs = ("extractor",)
+
+    def __init__(self, params: MaskCutParams | None = None, backbone: str = DEFAULT_BACKBONE,
+                 weights: str | os.PathLike | None = None, device: str = "cpu",
+                 max_pixels: int = DEFAULT_MAX_PIXELS, random_init: bool = False):
+        self.maskcut_params = params or MaskCutParams()
+        self.backbone = backbone
+        self.weights = None if weights is None else Path(weights)
+        self.device = device
+        self.max_pixels = int(max_pixels)
+        self.random_init = random_init
+        self.patch_size = backbone_patch_size(backbone)
+        self.extractor = None
+        self._weights_record = None
+
+    # ----------------------------------------------------------- set-up
+    def _resolve_weights(self) -> None:
+        from seg_suite.features import BACKBONES
+        from seg_suite.features.weights import resolve_weights
+
+        if self.weights is None and self.backbone in BACKBONES and not self.random_init:
+            self.weights = resolve_weights(BACKBONES[self.backbone])  # MissingWeightsError if absent
+
+    def load(self) -> "MaskCutJob":
+        """Build the feature extractor now (so a missing checkpoint fails before any work)."""
+        if self.extractor is None:
+            from seg_suite.features import build_extractor
+
+            self._resolve_weights()
+            self.extractor = build_extractor(self.backbone, weights=self.weights, device=self.device,
+                                             random_init=self.random_init)
+        return self
+
+    def params(self) -> dict:
+        if self._weights_record is None:
+            self._resolve_weights()
+        if self._weights_record is None and self.weights is not None and not self.random_init:
+            self._weights_record = {"file": self.weights.name, "sha256": file_sha256(self.weights)}
+        return {
+            "backbone": self.backbone,
+            "weights": "random-init" if self.random_init else self._weights_record,
+            "maskcut": self.maskcut_params.to_dict(),
+            "max_pixels": self.max_pixels,
+        }
+
+    @classmethod
+    def from_params(cls, params: dict) -> "MaskCutJob":
+        """A job for ``finalize`` only (merge); it never loads a model."""
+        job = cls(MaskCutParams(**params["maskcut"]), backbone=params["backbone"],
+                  max_pixels=params["max_pixels"], random_init=params["weights"] == "random-init")
+        job._weights_record = params["weights"] if isinstance(params["weights"], dict) else None
+        return job
+
+    def runtime_info(self) -> dict:
+        return {"device": str(self.device), "backbone": self.backbone}
+
+    # ------------------------------------------------------------ work
+    def prepare(self, item: WorkItem):
+        image = load_image(item.path, max_pixels=self.max_pixels)
+        h, w = image.shape[:2]
+        if h < self.patch_size or w < self.patch_size:
+            raise ItemError(f"image smaller than one patch ({self.patch_size}x{self.patch_size}): "
+                            f"{w}x{h} pixels: {item.path}")
+        return item.key, image
+
+    def process(self, batch):
+        self.load()
+        results = maskcut_batch([image for _, image in batch], self.extractor, self.maskcut_params)
+        records = []
+        for (key, image), masks in zip(batch, results, strict=True):
+            h, w = image.shape[:2]
+            anns = [self.mask_annotation(m.mask, m.score) for m in masks]
+            records.append({"images": [{"file_name": key, "width": w, "height": h}], "annotations": [anns]})
+        return records
