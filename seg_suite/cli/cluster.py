@@ -1,0 +1,128 @@
+"""``seg-suite cluster``: give every pseudo-mask a semantic cluster id (U2Seg's instance clustering)."""
+
+from __future__ import annotations
+
+from seg_suite.cli import _common
+
+
+def add_backbone_args(parser, default_backbone: str, source: str) -> None:
+    """--backbone --weights --random-init --device (shared with semantic-pseudo)."""
+    from seg_suite.features.backbones import BACKBONE_NAMES, HANDCRAFTED
+
+    group = parser.add_argument_group("features")
+    group.add_argument(
+        "--backbone", default=default_backbone, choices=BACKBONE_NAMES, metavar="NAME",
+        help=f"feature backbone: {', '.join(BACKBONE_NAMES)} (default: %(default)s, {source}). '{HANDCRAFTED}' is a "
+             f"weight-free stand-in for DINO that runs offline (use --feature pooled with it)",
+    )
+    group.add_argument(
+        "--weights", default=None, metavar="PATH",
+        help="local checkpoint in the official DINO/DINOv2 format (default: looked up in $SEG_SUITE_WEIGHTS "
+             "and ~/.cache/seg_suite/weights by its official file name)",
+    )
+    group.add_argument("--random-init", action="store_true",
+                       help="random backbone weights, for timing and tests only: the clusters are meaningless")
+    _common.add_device_arg(parser)
+
+
+def add_kmeans_args(parser, default_k: int, k_source: str) -> None:
+    from seg_suite.pseudo.kmeans import BACKENDS
+
+    group = parser.add_argument_group("k-means (seg_suite.pseudo.kmeans.MaskClusterer)")
+    group.add_argument("--k", type=int, default=default_k,
+                       help=f"number of clusters (default: %(default)s, {k_source})")
+    group.add_argument("--backend", default="torch", choices=BACKENDS,
+                       help="torch: mini-batch k-means with k-means++ init, streamed from the memory-mapped "
+                            "features; sklearn: scikit-learn's MiniBatchKMeans in RAM; faiss: faiss.Kmeans "
+                            "(random init) (default: %(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="random_state of the clustering (default: %(default)s)")
+    group.add_argument("--kmeans-batch-size", type=int, default=4096,
+                       help="rows per k-means mini-batch (default: %(default)s)")
+    group.add_argument("--max-epochs", type=int, default=100,
+                       help="at most this many passes over the features; mini-batch k-means usually stops "
+                            "earlier on scikit-learn's no-improvement rule (default: %(default)s, "
+                            "scikit-learn's max_iter)")
+    group.add_argument("--centroids", default=None, metavar="C.npy",
+                       help="reuse these [K, D] centroids (a previous run's OUT.centroids.npy) instead of fitting: "
+                            "new data gets the same cluster ids (default: fit new ones)")
+
+
+def clusterer_from_args(args):
+    import numpy as np
+
+    from seg_suite.errors import UserError
+    from seg_suite.pseudo.kmeans import MaskClusterer
+
+    device = _common.device_from_args(args)
+    kwargs = dict(random_state=args.seed, batch_size=args.kmeans_batch_size, backend=args.backend,
+                  max_iter=args.max_epochs, device=device, progress=not args.no_progress)
+    if args.centroids:
+        try:
+            centers = np.load(args.centroids)
+        except (OSError, ValueError) as err:
+            raise UserError(f"cannot read centroids {args.centroids}: {err}") from None
+        return MaskClusterer.from_centers(centers, **kwargs), True
+    if args.k < 1 or args.kmeans_batch_size < 1 or args.max_epochs < 1:
+        raise UserError("--k, --kmeans-batch-size and --max-epochs must be at least 1")
+    return MaskClusterer(n_clusters=args.k, **kwargs), False
+
+
+def register(subparsers) -> None:
+    from seg_suite.io.images import DEFAULT_MAX_PIXELS
+    from seg_suite.pseudo.cluster import DEFAULT_INPUT_SIZE, DEFAULT_N_CLUSTERS, FEATURE_MODES
+
+    parser = subparsers.add_parser(
+        "cluster",
+        help="cluster pseudo-masks into K semantic classes (category_id = cluster id)",
+        description=(
+            "Give every mask of a COCO pseudo-mask file a cluster id, as U2Seg does: one L2-normalised "
+            "feature per mask (DINO CLS token of its box crop, or patch tokens pooled under it), then "
+            "k-means. Writes OUT.json (the input with category_id = cluster id 1..K and K categories), "
+            "OUT.centroids.npy [K, D], and OUT.features.json + OUT.features.npy (the features, memory-mapped; "
+            "their extraction runs in seg_suite's sharded, resumable runner). Rerun with --resume and another "
+            "--k to re-cluster the same features without extracting them again."
+        ),
+    )
+    parser.add_argument("--input-json", required=True, metavar="P.json",
+                        help="COCO (pseudo-)mask file, e.g. from `seg-suite maskcut`")
+    parser.add_argument("--images", required=True, metavar="ROOT", help="folder the file_name entries are relative to")
+    parser.add_argument("--output", required=True, metavar="OUT.json",
+                        help="the clustered COCO file (written atomically)")
+    # U2Seg u2seg/Instance_Clustering/selective_labeling/configs/ImageNet_usl_dino_0.2.yaml: DINO-ViT-B/16
+    add_backbone_args(parser, "dino_vitb16", "U2Seg's instance clustering, DINO ViT-B/16")
+    feat = parser.add_argument_group("mask features")
+    feat.add_argument("--feature", default="auto", choices=FEATURE_MODES,
+                      help="crop_cls: CLS token of the mask's box crop (U2Seg); pooled: patch tokens averaged "
+                           "under the mask; auto: crop_cls for the DINO ViTs, pooled for handcrafted (whose CLS "
+                           "token carries almost nothing) (default: %(default)s)")
+    feat.add_argument("--input-size", type=int, default=None,
+                      help=f"crop side (crop_cls) or longer image side (pooled) fed to the backbone (default: "
+                           f"{DEFAULT_INPUT_SIZE['crop_cls']} for crop_cls, DINO's training size; "
+                           f"{DEFAULT_INPUT_SIZE['pooled']} for pooled, MaskCut's size)")
+    feat.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                      help="larger images are refused and listed in the failures (default: %(default)s)")
+    add_kmeans_args(parser, DEFAULT_N_CLUSTERS, "U2Seg's COCO setting; 800 is its large one")
+    _common.add_run_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from seg_suite.pseudo.cluster import cluster_mask_file
+
+    kwargs = _common.run_kwargs(args)
+    clusterer, reused = clusterer_from_args(args)
+    result = cluster_mask_file(
+        args.input_json, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
+        input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
+        random_init=args.random_init, max_pixels=args.max_pixels, fit=not reused, **kwargs)
+    if result is None:
+        print(f"shard done; when all shards are, join them with `seg-suite merge --output "
+              f"<OUT>.features.json <the shard files>` and rerun this command with --resume (no shard flags) "
+              f"to cluster", file=sys.stderr)
+        return 0
+    _common.print_summary(result["features"])
+    print(f"wrote {args.output}: {result['num_masks']} masks in {result['num_clusters']} clusters "
+          f"({result['non_empty']} non-empty, largest {result['largest']})", file=sys.stderr)
+    return 0

@@ -1,0 +1,539 @@
+"""Unsupervised evaluation: map clusters to classes, then score instances, semantics and panoptics.
+
+A cluster -> class mapping is fitted on a confusion matrix ``conf[K clusters, C classes]``:
+
+- ``"hungarian"`` (1:1, STEGO ``src/utils.py`` ``UnsupervisedMetrics``): ``linear_sum_assignment``
+  maximising the matched count. With more clusters than classes, the clusters left over are
+  matched again by further assignments against all classes, round after round, until every
+  cluster with data has a class (``extra="assign"``, the default; each round gives a class at most
+  one more cluster), or they stay unmapped (``extra="none"``: STEGO's -1, always wrong).
+- ``"majority"`` (many-to-one, U2Seg's protocol without its threshold): each cluster takes the
+  class it overlaps most.
+
+A cluster without any data in the fit set stays unmapped (-1) under both. The mapping is fitted on
+a SPLIT DISJOINT from the scored one by default (:func:`split_fit_score`); fitting on the scored
+images (as U2Seg and STEGO do) must be asked for, and every result names its ``fit`` split.
+
+Metrics under a mapping (all in percent):
+
+- semantic mIoU and pixel accuracy, STEGO's definitions: ``IoU_c = tp / (tp + fp + fn)`` averaged
+  over the classes seen in the ground truth or the prediction; unmapped and unlabelled predicted
+  pixels count as wrong. COCO-Stuff-27 ground truth comes from the 182 fine labels through
+  :data:`COCOSTUFF_FINE_TO_27` (STEGO ``src/data.py``);
+- instance mask and box AP: category ids remapped, then pycocotools' COCOeval (unmapped clusters'
+  masks are dropped); the mapping's confusion counts each predicted mask once, for the ground-truth
+  mask it overlaps most when their IoU is at least 0.5;
+- PQ/SQ/RQ (all, things, stuff) with :mod:`seg_suite.evaluation.panoptic` (panopticapi's rules);
+  thing clusters map to thing classes (matched-segment counts, as for instances) and stuff
+  clusters to stuff classes (pixel counts); pixels of an unmapped segment become VOID.
+
+Class-agnostic AP/AP50/AR is :func:`seg_suite.evaluation.class_agnostic.evaluate_class_agnostic`.
+Needs no detectron2.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from seg_suite.errors import UserError
+
+PROTOCOLS = ("hungarian", "majority")
+UNMAPPED = -1
+IGNORE = 255
+MATCH_IOU = 0.5  # a predicted instance "is" a ground-truth one at IoU >= 0.5 (COCO's AP50 threshold)
+
+# COCO-Stuff 182 fine label (0-based PNG value) -> 27 coarse classes, as STEGO's CocoSeg.
+# Fine labels 0..90 are things (mapped to the 12 thing supercategories 0..11), 91..181 stuff (12..26).
+COCOSTUFF_FINE_TO_27 = np.array(
+    [9] + [11] * 8 + [8] * 6 + [7] * 10 + [6] * 8 + [10] * 10 + [5] * 8 + [2] * 10 + [3] * 10
+    + [0] * 6 + [1] * 6 + [4] * 8
+    + [17, 17, 22, 20, 20, 22, 15, 25, 16, 13, 12, 12, 17, 17, 23, 15, 15, 17, 15, 21, 15, 25, 13, 13, 13,
+       13, 13, 22, 26, 14, 14, 15, 22, 21, 21, 24, 20, 22, 15, 17, 16, 15, 22, 24, 21, 17, 25, 16, 21, 17,
+       22, 16, 21, 21, 25, 21, 26, 21, 24, 20, 17, 14, 21, 26, 15, 23, 20, 21, 24, 15, 24, 22, 25, 15, 20,
+       17, 17, 22, 14, 18, 18, 18, 18, 18, 18, 18, 26, 26, 19, 19, 24],
+    dtype=np.int64,
+)
+COCOSTUFF_27_NAMES = (
+    "electronic", "appliance", "food", "furniture", "indoor", "kitchen", "accessory", "animal", "outdoor",
+    "person", "sports", "vehicle", "ceiling", "floor", "food-stuff", "furniture-stuff", "rawmaterial",
+    "textile", "wall", "window", "building", "ground", "plant", "sky", "solid", "structural", "water",
+)
+
+
+def cocostuff_to_27(label: np.ndarray) -> np.ndarray:
+    """COCO-Stuff fine label map (0..181, 255 unlabelled) -> 27-class map (0..26, 255)."""
+    label = np.asarray(label).astype(np.int64)
+    out = np.full(label.shape, IGNORE, np.int64)
+    ok = (label >= 0) & (label < len(COCOSTUFF_FINE_TO_27))
+    out[ok] = COCOSTUFF_FINE_TO_27[label[ok]]
+    return out
+
+
+# --------------------------------------------------------------------- mapping
+def hungarian_mapping(conf: np.ndarray, extra: str = "assign") -> np.ndarray:
+    """[K, C] counts -> [K] class index per cluster (``UNMAPPED`` = -1), 1:1 first (see module doc)."""
+    from scipy.optimize import linear_sum_assignment
+
+    conf = np.asarray(conf, dtype=np.float64)
+    mapping = np.full(conf.shape[0], UNMAPPED, np.int64)
+    rows, cols = linear_sum_assignment(conf, maximize=True)
+    mapping[rows] = cols
+    if extra not in ("assign", "none"):
+        raise ValueError(f"extra must be 'assign' or 'none', got {extra!r}")
+    if extra == "assign":
+        left = np.flatnonzero((mapping == UNMAPPED) & (conf.sum(1) > 0))
+        while len(left):
+            r, c = linear_sum_assignment(conf[left], maximize=True)
+            mapping[left[r]] = c
+            left = np.delete(left, r)
+    mapping[conf.sum(1) == 0] = UNMAPPED  # no data in the fit split: nothing to map it by
+    return mapping
+
+
+def majority_mapping(conf: np.ndarray) -> np.ndarray:
+    """[K, C] counts -> [K] the class each cluster overlaps most (``UNMAPPED`` without data)."""
+    conf = np.asarray(conf)
+    mapping = conf.argmax(1).astype(np.int64)
+    mapping[conf.sum(1) == 0] = UNMAPPED
+    return mapping
+
+
+def fit_mapping(conf: np.ndarray, protocol: str = "hungarian", extra: str = "assign") -> np.ndarray:
+    if protocol == "hungarian":
+        return hungarian_mapping(conf, extra)
+    if protocol == "majority":
+        return majority_mapping(conf)
+    raise UserError(f"unknown mapping protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
+
+
+def remap(labels: np.ndarray, mapping: np.ndarray, fill: int = UNMAPPED) -> np.ndarray:
+    """Cluster indices -> class indices; labels outside [0, K) and unmapped clusters get ``fill``."""
+    labels = np.asarray(labels).astype(np.int64)
+    out = np.full(labels.shape, fill, np.int64)
+    ok = (labels >= 0) & (labels < len(mapping))
+    out[ok] = mapping[labels[ok]]
+    out[out == UNMAPPED] = fill
+    return out
+
+
+# ------------------------------------------------------------------- fit split
+@dataclass
+class FitSplit:
+    """Which images fit the mapping: ``kind`` "holdout" (a disjoint random subset of the scored
+    images, removed from scoring), "scored" (the scored images themselves, optimistic) or
+    "separate" (another split, given by the caller)."""
+
+    kind: str = "holdout"
+    fraction: float = 0.5
+    seed: int = 0
+    description: str = field(default="", repr=False)
+
+    def split(self, names: list[str]) -> tuple[list[str], list[str]]:
+        """(fit names, scored names) for the sorted image names of the scored split."""
+        names = sorted(names)
+        if self.kind == "scored":
+            return names, names
+        if self.kind == "separate":
+            return [], names
+        if self.kind != "holdout":
+            raise UserError(f"unknown fit split {self.kind!r}")
+        return split_fit_score(names, self.fraction, self.seed)
+
+    def describe(self, n_fit: int, n_scored: int) -> str:
+        what = {"holdout": f"a disjoint random {self.fraction:g} of the images (seed {self.seed}), not scored",
+                "scored": "the scored images themselves (optimistic: fitted on the test data)",
+                "separate": self.description or "a separate split"}[self.kind]
+        return f"{what}; {n_fit} images fit the mapping, {n_scored} are scored"
+
+
+def split_fit_score(names: list[str], fraction: float = 0.5, seed: int = 0) -> tuple[list[str], list[str]]:
+    """A seeded split of ``names`` into disjoint (fit, scored) parts, both non-empty."""
+    names = sorted(names)
+    if len(names) < 2:
+        raise UserError("a held-out fit split needs at least 2 images; give a separate fit split or "
+                        "fit on the scored split explicitly")
+    if not 0 < fraction < 1:
+        raise UserError(f"the fit fraction must be in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_fit = min(max(1, int(round(fraction * len(names)))), len(names) - 1)
+    fit = sorted(names[i] for i in order[:n_fit])
+    return fit, sorted(names[i] for i in order[n_fit:])
+
+
+# --------------------------------------------------------------- semantic maps
+def semantic_confusion(pred: np.ndarray, gt: np.ndarray, num_clusters: int, num_classes: int) -> np.ndarray:
+    """[K + 1, C] pixel counts; row K collects predicted pixels outside 0..K-1 (unlabelled).
+
+    gt pixels outside 0..C-1 (255) are not counted, as in STEGO.
+    """
+    pred = np.asarray(pred).astype(np.int64).ravel()
+    gt = np.asarray(gt).astype(np.int64).ravel()
+    if pred.shape != gt.shape:
+        raise UserError(f"prediction has {pred.size} pixels but the ground truth {gt.size}")
+    keep = (gt >= 0) & (gt < num_classes)
+    pred, gt = pred[keep], gt[keep]
+    pred = np.where((pred >= 0) & (pred < num_clusters), pred, num_clusters)
+    return np.bincount(pred * num_classes + gt, minlength=(num_clusters + 1) * num_classes).reshape(
+        num_clusters + 1, num_classes)
+
+
+def mapped_class_confusion(conf: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """[K(+1), C] cluster confusion -> [C, C + 1] (gt class, mapped class; last column = unmapped)."""
+    conf = np.asarray(conf, dtype=np.int64)
+    k, c = conf.shape[0], conf.shape[1]
+    full = np.full(k, UNMAPPED, np.int64)
+    full[: len(mapping)] = mapping[:k]
+    out = np.zeros((c, c + 1), np.int64)
+    for cluster in range(k):
+        col = full[cluster] if full[cluster] >= 0 else c
+        out[:, col] += conf[cluster]
+    return out
+
+
+def semantic_metrics(conf: np.ndarray, mapping: np.ndarray, class_names=None) -> dict:
+    """mIoU and pixel accuracy (percent, STEGO's definitions) of a [K(+1), C] confusion under ``mapping``."""
+    cc = mapped_class_confusion(conf, mapping)
+    c = cc.shape[0]
+    tp = np.diag(cc[:, :c]).astype(np.float64)
+    gt_c = cc.sum(1).astype(np.float64)
+    pred_c = cc[:, :c].sum(0).astype(np.float64)
+    denom = gt_c + pred_c - tp
+    seen = denom > 0
+    iou = np.full(c, np.nan)
+    iou[seen] = tp[seen] / denom[seen]
+    total = gt_c.sum()
+    names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
+    return {"mIoU": 100 * float(np.nanmean(iou)) if seen.any() else 0.0,
+            "pAcc": 100 * float(tp.sum() / total) if total else 0.0,
+            "IoU": {n: (100 * float(v) if not math.isnan(v) else None) for n, v in zip(names, iou)}}
+
+
+def _read_png(path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im)
+    except OSError as err:
+        raise UserError(f"cannot read label map {path}: {err}") from None
+
+
+def png_index(folder) -> dict[str, Path]:
+    """Relative path without extension -> path, for every .png under ``folder``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"label folder not found: {folder}")
+    return {PurePosixPath(p.relative_to(folder).with_suffix("").as_posix()).as_posix(): p
+            for p in sorted(folder.rglob("*.png"))}
+
+
+def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_classes: int | None = None,
+                      protocol: str = "hungarian", fit: FitSplit = FitSplit(), fit_pred_dir=None,
+                      fit_gt_dir=None, cocostuff27: bool = False, class_names=None, extra: str = "assign",
+                      progress: bool = False) -> dict:
+    """mIoU / pixel accuracy of cluster maps (PNG values 0..K-1, 255 unlabelled) against class maps.
+
+    Files pair up by relative path without extension. ``cocostuff27``: the ground truth holds COCO-Stuff's
+    182 fine labels, scored as 27 classes. Returns the metrics plus ``mapping``, ``protocol`` and ``fit``.
+    """
+    from tqdm import tqdm
+
+    def load_pair(pred_path, gt_path):
+        pred, gt = _read_png(pred_path), _read_png(gt_path)
+        if pred.ndim != 2 or gt.ndim != 2:
+            raise UserError(f"label maps must be single-channel PNGs: {pred_path}, {gt_path}")
+        if pred.shape != gt.shape:
+            raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]}, {gt_path} {gt.shape[1]}x{gt.shape[0]}")
+        return pred, (cocostuff_to_27(gt) if cocostuff27 else gt)
+
+    def pairs(pdir, gdir):
+        p, g = png_index(pdir), png_index(gdir)
+        common = sorted(set(p) & set(g))
+        if not common:
+            raise UserError(f"no PNG in {pdir} has a ground-truth PNG of the same name in {gdir}")
+        return {k: (p[k], g[k]) for k in common}
+
+    scored = pairs(pred_dir, gt_dir)
+    fit_pairs = pairs(fit_pred_dir, fit_gt_dir) if fit.kind == "separate" else None
+    if num_clusters is None or num_classes is None:  # one pass to size the matrices
+        max_p, max_g = 0, 0
+        for pp, gp in list(scored.values()) + list((fit_pairs or {}).values()):
+            pred, gt = load_pair(pp, gp)
+            max_p = max(max_p, int(pred[pred != IGNORE].max(initial=0)))
+            max_g = max(max_g, int(gt[gt != IGNORE].max(initial=0)))
+        num_clusters = num_clusters or max_p + 1
+        num_classes = num_classes or (27 if cocostuff27 else max_g + 1)
+    fit_names, score_names = fit.split(list(scored))
+    if fit.kind == "separate":
+        fit_items = list(fit_pairs.values())
+    else:
+        fit_items = [scored[n] for n in fit_names]
+    conf_fit = np.zeros((num_clusters + 1, num_classes), np.int64)
+    for pp, gp in tqdm(fit_items, desc="fit mapping", disable=not progress):
+        conf_fit += semantic_confusion(*load_pair(pp, gp), num_clusters, num_classes)
+    mapping = fit_mapping(conf_fit[:num_clusters], protocol, extra)
+    conf = np.zeros_like(conf_fit)
+    for name in tqdm(score_names, desc="score", disable=not progress):
+        conf += semantic_confusion(*load_pair(*scored[name]), num_clusters, num_classes)
+    names = class_names or (COCOSTUFF_27_NAMES if cocostuff27 else None)
+    res = semantic_metrics(conf, mapping, names)
+    res.update(protocol=protocol, fit=fit.describe(len(fit_items), len(score_names)),
+               mapping=mapping_dict(mapping, range(num_clusters), range(num_classes)))
+    return res
+
+
+def mapping_dict(mapping: np.ndarray, cluster_ids, class_ids) -> dict[str, int | None]:
+    """{cluster id: class id or None} with the ids of the files (JSON-friendly)."""
+    class_ids = list(class_ids)
+    return {str(k): (class_ids[m] if m >= 0 else None) for k, m in zip(cluster_ids, mapping)}
+
+
+# ------------------------------------------------------------------- instances
+def _by_image(coco: dict) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {im["id"]: [] for im in coco["images"]}
+    for a in coco["annotations"]:
+        out.setdefault(a["image_id"], []).append(a)
+    return out
+
+
+def _rles(anns: list[dict], h: int, w: int) -> list:
+    from pycocotools import mask as mask_utils
+
+    rles = []
+    for a in anns:
+        seg = a["segmentation"]
+        if isinstance(seg, list):
+            rles.append(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
+        elif isinstance(seg.get("counts"), list):
+            rles.append(mask_utils.frPyObjects(seg, h, w))
+        else:
+            rles.append({"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str)
+                         else seg["counts"]})
+    return rles
+
+
+def instance_confusion(pred: dict, gt: dict, image_pairs: list[tuple[int, int]], cluster_index: dict,
+                       class_index: dict, iou: float = MATCH_IOU) -> np.ndarray:
+    """[K, C] counts: each predicted mask adds 1 at (its cluster, the class of the ground-truth mask it
+    overlaps most) when that IoU >= ``iou``. ``image_pairs``: (pred image id, gt image id)."""
+    from pycocotools import mask as mask_utils
+
+    conf = np.zeros((len(cluster_index), len(class_index)), np.int64)
+    p_by, g_by = _by_image(pred), _by_image(gt)
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    for pid, gid in image_pairs:
+        p = [a for a in p_by.get(pid, []) if a["category_id"] in cluster_index]
+        g = [a for a in g_by.get(gid, []) if not a.get("iscrowd", 0) and a["category_id"] in class_index]
+        if not p or not g:
+            continue
+        h, w = sizes[gid]
+        ious = np.asarray(mask_utils.iou(_rles(p, h, w), _rles(g, h, w), [0] * len(g))).reshape(len(p), len(g))
+        best = ious.argmax(1)
+        for i, j in enumerate(best):
+            if ious[i, j] >= iou:
+                conf[cluster_index[p[i]["category_id"]], class_index[g[j]["category_id"]]] += 1
+    return conf
+
+
+def coco_ap(pred_anns: list[dict], gt: dict, image_ids: list[int], iou_type: str) -> dict:
+    """Class-aware COCO AP (percent) of result annotations with gt image ids, on ``image_ids`` only."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    names = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO()
+        coco_gt.dataset = {"images": gt["images"], "categories": gt["categories"],
+                           "annotations": [dict(a, iscrowd=a.get("iscrowd", 0)) for a in gt["annotations"]]}
+        coco_gt.createIndex()
+        if not pred_anns:
+            return {k: 0.0 for k in names}
+        coco_dt = coco_gt.loadRes([dict(a) for a in pred_anns])
+        ev = COCOeval(coco_gt, coco_dt, iouType=iou_type)
+        ev.params.imgIds = sorted(image_ids)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {k: (100 * float(v) if v >= 0 else math.nan) for k, v in zip(names, ev.stats[:6])}
+
+
+def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit: FitSplit = FitSplit(),
+                       fit_pred: dict | None = None, fit_gt: dict | None = None, extra: str = "assign",
+                       class_agnostic: bool = True) -> dict:
+    """Instance segm/bbox AP of a clustered COCO file (category = cluster) under a fitted mapping,
+    plus class-agnostic AP/AP50/AR on the scored images. Images pair up by ``file_name``."""
+    from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, match_images_by_file_name
+
+    cluster_ids = sorted({c["id"] for c in pred.get("categories", [])}
+                         | {a["category_id"] for a in pred["annotations"]})
+    class_ids = [c["id"] for c in gt["categories"]]
+    cluster_index = {k: i for i, k in enumerate(cluster_ids)}
+    class_index = {k: i for i, k in enumerate(class_ids)}
+    match = match_images_by_file_name(pred["images"], gt["images"])  # pred id -> gt id
+    gt_name = {im["id"]: im["file_name"] for im in gt["images"]}
+    fit_names, score_names = fit.split([im["file_name"] for im in gt["images"]])
+    if fit.kind == "separate":
+        if fit_pred is None or fit_gt is None:
+            raise UserError("a separate fit split needs both its predictions and its ground truth")
+        fmatch = match_images_by_file_name(fit_pred["images"], fit_gt["images"])
+        conf = instance_confusion(fit_pred, fit_gt, list(fmatch.items()), cluster_index, class_index)
+        n_fit = len(fmatch)
+    else:
+        fit_set = set(fit_names)
+        pairs = [(p, g) for p, g in match.items() if gt_name[g] in fit_set]
+        conf = instance_confusion(pred, gt, pairs, cluster_index, class_index)
+        n_fit = len(fit_names)
+    mapping = fit_mapping(conf, protocol, extra)
+    score_set = set(score_names)
+    score_ids = [im["id"] for im in gt["images"] if im["file_name"] in score_set]
+    anns = []
+    for a in pred["annotations"]:
+        g = match.get(a["image_id"])
+        m = mapping[cluster_index[a["category_id"]]]
+        if g is None or gt_name[g] not in score_set or m < 0:
+            continue
+        anns.append({"image_id": g, "category_id": class_ids[m], "segmentation": a["segmentation"],
+                     "bbox": a["bbox"], "score": float(a.get("score", 1.0))})
+    res = {"segm": coco_ap(anns, gt, score_ids, "segm"), "bbox": coco_ap(anns, gt, score_ids, "bbox"),
+           "protocol": protocol, "fit": fit.describe(n_fit, len(score_ids)),
+           "mapping": mapping_dict(mapping, cluster_ids, class_ids)}
+    if class_agnostic:
+        scored_gt = dict(gt, images=[im for im in gt["images"] if im["file_name"] in score_set],
+                         annotations=[a for a in gt["annotations"] if a["image_id"] in set(score_ids)])
+        keep = {p for p, g in match.items() if gt_name[g] in score_set}
+        scored_pred = dict(pred, images=[im for im in pred["images"] if im["id"] in keep],
+                           annotations=[a for a in pred["annotations"] if a["image_id"] in keep])
+        res["class_agnostic"] = evaluate_class_agnostic(scored_pred, scored_gt)
+    return res
+
+
+# -------------------------------------------------------------------- panoptic
+def _load_panoptic(json_path, folder=None) -> tuple[dict, str]:
+    """A COCO panoptic JSON and its PNG folder (default: the JSON path without ``.json``)."""
+    import json
+
+    try:
+        with open(json_path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read panoptic file {json_path}: {err}") from None
+    if not isinstance(doc, dict) or "annotations" not in doc or "categories" not in doc:
+        raise UserError(f"{json_path} is not a COCO panoptic file")
+    folder = folder or os.path.splitext(os.fspath(json_path))[0]
+    if not os.path.isdir(folder):
+        raise UserError(f"panoptic PNG folder not found: {folder}")
+    return doc, os.fspath(folder)
+
+
+def _panoptic_items(pred: dict, gt: dict) -> dict[str, tuple]:
+    """gt image file_name -> (gt ann, pred ann) for the images in both (paired by file_name)."""
+    from seg_suite.evaluation.class_agnostic import match_images_by_file_name
+
+    p_images = pred.get("images") or [{"id": a["image_id"], "file_name": a["file_name"]} for a in pred["annotations"]]
+    g_images = gt.get("images") or [{"id": a["image_id"], "file_name": a["file_name"]} for a in gt["annotations"]]
+    match = match_images_by_file_name(p_images, g_images)
+    p_ann = {a["image_id"]: a for a in pred["annotations"]}
+    g_ann = {a["image_id"]: a for a in gt["annotations"]}
+    g_name = {im["id"]: im["file_name"] for im in g_images}
+    return {g_name[g]: (g_ann[g], p_ann[p]) for p, g in match.items() if p in p_ann and g in g_ann}
+
+
+def _pan_pair(gt_ann, pred_ann, gt_dir, pred_dir):
+    from seg_suite.evaluation.panoptic import read_panoptic_png
+
+    return (read_panoptic_png(os.path.join(gt_dir, gt_ann["file_name"])),
+            read_panoptic_png(os.path.join(pred_dir, pred_ann["file_name"])))
+
+
+def panoptic_confusion(items, gt_dir, pred_dir, thing_clusters, stuff_clusters, thing_classes, stuff_classes):
+    """(things [Kt, Ct] matched-segment counts, stuff [Ks, Cs] pixel counts) over ``items``."""
+    ti, si = {k: i for i, k in enumerate(thing_clusters)}, {k: i for i, k in enumerate(stuff_clusters)}
+    tc, sc = {k: i for i, k in enumerate(thing_classes)}, {k: i for i, k in enumerate(stuff_classes)}
+    things = np.zeros((len(ti), len(tc)), np.int64)
+    stuff = np.zeros((len(si), len(sc)), np.int64)
+    for gt_ann, pred_ann in items:
+        pan_gt, pan_pred = _pan_pair(gt_ann, pred_ann, gt_dir, pred_dir)
+        if pan_gt.shape != pan_pred.shape:
+            raise UserError(f"panoptic prediction {pred_ann['file_name']} is {pan_pred.shape}, "
+                            f"ground truth {pan_gt.shape}")
+        g_seg = {int(s["id"]): s for s in gt_ann["segments_info"]}
+        p_seg = {int(s["id"]): s for s in pred_ann["segments_info"]}
+        joint = pan_gt.astype(np.uint64) * (1 << 32) + pan_pred.astype(np.uint64)
+        labels, counts = np.unique(joint, return_counts=True)
+        g_area = dict(zip(*np.unique(pan_gt, return_counts=True)))
+        p_area = dict(zip(*np.unique(pan_pred, return_counts=True)))
+        best: dict[int, tuple[float, int]] = {}
+        for lab, n in zip(labels.tolist(), counts.tolist()):
+            g, p = lab >> 32, lab & 0xFFFFFFFF
+            if g not in g_seg or p not in p_seg:
+                continue
+            gc, pc = g_seg[g]["category_id"], p_seg[p]["category_id"]
+            if pc in si and gc in sc:
+                stuff[si[pc], sc[gc]] += n
+            if pc in ti and gc in tc and not g_seg[g].get("iscrowd", 0):
+                iou = n / (p_area[p] + g_area[g] - n)
+                if iou > best.get(p, (0.0, 0))[0]:
+                    best[p] = (iou, gc)
+        for p, (iou, gc) in best.items():
+            if iou >= MATCH_IOU:
+                things[ti[p_seg[p]["category_id"]], tc[gc]] += 1
+    return things, stuff
+
+
+def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protocol: str = "hungarian",
+                      fit: FitSplit = FitSplit(), fit_pred_json=None, fit_gt_json=None, fit_pred_dir=None,
+                      fit_gt_dir=None, extra: str = "assign", progress: bool = False) -> dict:
+    """PQ/SQ/RQ (all, things, stuff; percent) of a clustered panoptic prediction under fitted mappings
+    (thing clusters -> thing classes, stuff clusters -> stuff classes), with panopticapi's rules."""
+    from tqdm import tqdm
+
+    from seg_suite.evaluation.panoptic import PQStat, pq_image, summarize
+
+    pred, pred_dir = _load_panoptic(pred_json, pred_dir)
+    gt, gt_dir = _load_panoptic(gt_json, gt_dir)
+    t_clu = [c["id"] for c in pred["categories"] if c.get("isthing", 1)]
+    s_clu = [c["id"] for c in pred["categories"] if not c.get("isthing", 1)]
+    t_cls = [c["id"] for c in gt["categories"] if c.get("isthing", 1)]
+    s_cls = [c["id"] for c in gt["categories"] if not c.get("isthing", 1)]
+    items = _panoptic_items(pred, gt)
+    fit_names, score_names = fit.split(list(items))
+    if fit.kind == "separate":
+        fpred, fpdir = _load_panoptic(fit_pred_json, fit_pred_dir)
+        fgt, fgdir = _load_panoptic(fit_gt_json, fit_gt_dir)
+        fitems = list(_panoptic_items(fpred, fgt).values())
+    else:
+        fitems, fpdir, fgdir = [items[n] for n in fit_names], pred_dir, gt_dir
+    things, stuff = panoptic_confusion(tqdm(fitems, desc="fit mapping", disable=not progress), fgdir, fpdir,
+                                       t_clu, s_clu, t_cls, s_cls)
+    cls_of = {}
+    for clusters, classes, conf in ((t_clu, t_cls, things), (s_clu, s_cls, stuff)):
+        m = fit_mapping(conf, protocol, extra) if len(clusters) and len(classes) else np.full(len(clusters), -1)
+        cls_of.update({k: (classes[j] if j >= 0 else None) for k, j in zip(clusters, m)})
+    categories = {c["id"]: c for c in gt["categories"]}
+    stat = PQStat()
+    for name in tqdm(score_names, desc="PQ", disable=not progress):
+        gt_ann, pred_ann = items[name]
+        pan_gt, pan_pred = _pan_pair(gt_ann, pred_ann, gt_dir, pred_dir)
+        pan_pred = pan_pred.copy()
+        segs = []
+        for s in pred_ann["segments_info"]:
+            c = cls_of.get(s["category_id"])
+            if c is None:
+                pan_pred[pan_pred == int(s["id"])] = 0  # unmapped: VOID, neither match nor false positive
+            else:
+                segs.append({"id": int(s["id"]), "category_id": c})
+        present = set(np.unique(pan_pred).tolist())
+        segs = [s for s in segs if s["id"] in present]
+        stat += pq_image(pan_gt, gt_ann["segments_info"], pan_pred, segs, categories, gt_ann["image_id"])
+    res = summarize(stat, categories)
+    out = {name: {k: 100 * v if k != "n" else v for k, v in res[name].items()} for name in ("All", "Things", "Stuff")}
+    out.update(protocol=protocol, fit=fit.describe(len(fitems), len(score_names)),
+               mapping={str(k): v for k, v in cls_of.items()})
+    return out
