@@ -3,7 +3,7 @@
 ``add_seg_suite_config(cfg)`` adds every key the official Mask2Former YAML files use, so they
 merge unchanged (facebookresearch/Mask2Former, ``mask2former/config.py`` and
 ``train_net.py``, which also calls DeepLab's ``add_deeplab_config``), plus seg_suite's own
-keys (plain-ViT backbone, DropLoss threshold).
+keys (plain-ViT backbone, DropLoss threshold, debiasing).
 
 Defaults are the values of the official YAML files, not the stale Python defaults of
 ``add_maskformer2_config``. Unless a comment says otherwise, the source is
@@ -99,9 +99,15 @@ def add_seg_suite_config(cfg: CN) -> None:
     mf.TEST.OVERLAP_THRESHOLD = 0.8
     mf.TEST.SEM_SEG_POSTPROCESSING_BEFORE_INFERENCE = False  # mask2former/config.py
     # seg_suite extra: CutLER-style DropLoss (Wang et al. 2023): unmatched queries whose mask has
-    # IoU below this with every ground-truth mask are not pushed to "no object". 0.0 disables it;
-    # CutLER uses 0.01. The criterion does not implement it yet (reserved key).
+    # IoU <= this with every ground-truth mask are not pushed to "no object". 0.0 disables it;
+    # CutLER uses 0.01 (MODEL.ROI_HEADS.DROPLOSS_IOU_THRESH). See seg_suite/modeling/criterion.py.
     mf.DROPLOSS_IOU = 0.0
+    # seg_suite extra: DebiasPL/DebiasMatch logit adjustment (Wang et al. CVPR 2022) against
+    # long-tailed cluster frequencies. Momentum of the running class-frequency estimate; 0.0
+    # disables it, DebiasPL uses 0.999 (--qhat_m). TAU: adjustment strength (DebiasPL's scripts:
+    # --tau 0.4). See seg_suite/modeling/criterion.py.
+    mf.DEBIAS_MOMENTUM = 0.0
+    mf.DEBIAS_TAU = 0.4
 
     # --- Data (Base-COCO-PanopticSegmentation.yaml; mask2former/config.py where no YAML sets it).
     cfg.INPUT.DATASET_MAPPER_NAME = "coco_panoptic_lsj"

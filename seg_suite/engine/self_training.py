@@ -37,10 +37,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write, atomic_write_json
+from seg_suite.io.files import atomic_write, atomic_write_json, load_json
 from seg_suite.io.masks import mask_to_bbox, rle_to_mask
 
 logger = logging.getLogger("seg_suite")
@@ -63,19 +64,25 @@ def round_thresholds(rounds: int, thresholds: Sequence[float] | None = None) -> 
     return values + [values[-1]] * (rounds - len(values))
 
 
-def _masks(anns: list[dict], height: int, width: int) -> np.ndarray:
-    """(N, H*W) float32 masks of COCO annotations (RLE or polygons)."""
-    out = np.zeros((len(anns), height * width), dtype=np.float32)
-    for i, ann in enumerate(anns):
-        out[i] = rle_to_mask(ann["segmentation"], height, width).reshape(-1)
-    return out
+def _rle(segmentation, height: int, width: int) -> dict:
+    """Compressed RLE of a COCO segmentation (compressed or uncompressed RLE, or polygons)."""
+    if isinstance(segmentation, list):
+        return mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    if isinstance(segmentation.get("counts"), list):
+        return mask_utils.frPyObjects(segmentation, height, width)
+    return segmentation
 
 
-def pairwise_mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every row of ``a`` (N, P) with every row of ``b`` (M, P), binary float masks: (N, M)."""
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+def pairwise_mask_iou(a: list, b: list, height: int, width: int) -> np.ndarray:
+    """IoU of every segmentation in ``a`` with every one in ``b``: (len(a), len(b)).
+
+    Computed on run-length encodings by pycocotools (no decoding); empty masks have IoU 0.
+    """
+    if not a or not b:
+        return np.zeros((len(a), len(b)))
+    ra = [_rle(x, height, width) for x in a]
+    rb = [_rle(x, height, width) for x in b]
+    return np.asarray(mask_utils.iou(ra, rb, [0] * len(rb))).reshape(len(a), len(b))
 
 
 def merge_pseudo_labels(previous: dict, predictions: list[dict], score_threshold: float,
@@ -113,7 +120,7 @@ def merge_pseudo_labels(previous: dict, predictions: list[dict], score_threshold
         h, w = int(img["height"]), int(img["width"])
         back = anns
         if preds and anns:
-            iou = pairwise_mask_iou(_masks(anns, h, w), _masks(preds, h, w))
+            iou = pairwise_mask_iou([x["segmentation"] for x in anns], [x["segmentation"] for x in preds], h, w)
             back = [ann for ann, best in zip(anns, iou.max(1)) if best < merge_iou]
         carried += len(back)
         for pred in preds:
@@ -176,6 +183,19 @@ def _launch(args: argparse.Namespace, results_path: Path | None = None) -> dict:
         return json.load(f)
 
 
+def check_coco_instances(data, path: str) -> None:
+    """Raise a one-line :class:`UserError` unless ``data`` is a usable COCO instance file."""
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
+            or not isinstance(data.get("annotations"), list):
+        raise UserError(f"{path} is not a COCO instance file (needs 'images' and 'annotations' lists)")
+    if not data["images"]:
+        raise UserError(f"{path} lists no images")
+    for img in data["images"]:
+        missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
+        if missing:
+            raise UserError(f"{path}: image entry {img.get('id', '?')} lacks {', '.join(missing)}")
+
+
 def _copy(src: str, dst: Path) -> None:
     with open(src, "rb") as fin, atomic_write(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout)
@@ -214,7 +234,8 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
         train_json, image_root: the round-1 pseudo-labels (COCO instances) and their images.
         num_gpus, num_machines, machine_rank, dist_url: detectron2 ``launch`` (0 GPUs = CPU).
     Returns:
-        the ``round.json`` summary of every round.
+        the ``round.json`` summary of every round, plus "skipped": True for rounds finished by an
+        earlier run.
     """
     thresholds = round_thresholds(rounds, thresholds)
     if not os.path.isfile(train_json):
@@ -234,27 +255,28 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
         "merge_iou": merge_iou, "opts": list(opts), "versions": _versions(),
     }, indent=1)
 
-    summaries = []
+    summaries, skipped = [], set()
     for k in range(1, rounds + 1):
         folder = out / f"round_{k}"
         done = folder / "round.json"
         if done.is_file():
             logger.info("self-training round %d already finished (%s): skipped", k, done)
-            with open(done) as f:
-                summaries.append(json.load(f))
+            summaries.append(load_json(done, "round summary"))
+            skipped.add(k)
             continue
         data = folder / "train.json"
         if not data.is_file():
             if k > 1:
                 raise UserError(f"{data} is missing although round {k - 1} finished; remove "
                                 f"{out / f'round_{k - 1}' / 'round.json'} to redo that round")
+            check_coco_instances(load_json(train_json, "pseudo-label file"), train_json)
             _copy(train_json, data)
         summaries.append(_one_round(k, folder, data, image_root, config_file, list(opts), thresholds[k - 1],
                                     merge_iou, f"{dataset_prefix}_round{k}",
                                     argparse.Namespace(num_gpus=num_gpus, num_machines=num_machines,
                                                        machine_rank=machine_rank, dist_url=dist_url)))
     atomic_write_json(out / "summary.json", summaries, indent=1)
-    return summaries
+    return [{**s, "skipped": s["round"] in skipped} for s in summaries]
 
 
 def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: str, opts: list[str],
@@ -278,10 +300,8 @@ def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: s
     logger.info("round %d: predicting on the training images", k)
     agreement = _launch(args(["MODEL.WEIGHTS", str(folder / "model_final.pth"), "DATASETS.TEST", repr((name,)),
                               "OUTPUT_DIR", str(predict_dir)], eval_only=True), folder / "train_agreement.json")
-    with open(predict_dir / "inference" / name / "coco_instances_results.json") as f:
-        predictions = json.load(f)
-    with open(data) as f:
-        previous = json.load(f)
+    predictions = load_json(predict_dir / "inference" / name / "coco_instances_results.json", "prediction file")
+    previous = load_json(data, "pseudo-label file")
     merged, counts = merge_pseudo_labels(previous, predictions, threshold, merge_iou, progress=True)
     merged.setdefault("info", {})
     merged["info"] = {**merged["info"], "self_training_round": k + 1,

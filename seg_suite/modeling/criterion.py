@@ -11,9 +11,33 @@ Deliberate difference (same values, fewer Python steps): all decoder layers are 
 pass. Predictions of all layers are stacked, matched in one :meth:`HungarianMatcher.match_layers`
 call, and the mask losses of all layers are computed from one point-sampling call and split
 per layer afterwards.
+
+Two options for training on pseudo-labels, both off by default (then the loss is exactly the
+official one):
+
+- **DropLoss** (CutLER, Wang et al. 2023, ``cutler/modeling/roi_heads``), adapted to set
+  prediction: an unmatched query whose predicted mask (logit > 0) has IoU <= ``droploss_iou``
+  with every pseudo-mask of its image is dropped from the no-object cross-entropy, so queries are
+  not punished for finding objects the pseudo-labels missed. IoUs are computed at the prediction
+  resolution, the pseudo-masks area-downsampled and thresholded at 0.5. As in CutLER's
+  ``(weights * ce).mean()``, a dropped term is zeroed but still counted in the normaliser (the
+  sum of class weights of all queries), so the loss scale does not depend on how many queries are
+  dropped. Matched queries are never dropped. Images without pseudo-masks keep the plain loss
+  (nothing to compare with; CutLER filters such images out).
+- **Debiasing** (DebiasPL / DebiasMatch, Wang et al. CVPR 2022, ``main_DebiasPL.py``): the
+  class logits of every layer are logit-adjusted by ``tau * log(K * p_hat)`` on the K cluster
+  classes, where ``p_hat`` is an exponential moving average (momentum ``debias_momentum``) of the
+  mean predicted class distribution of the matched queries of the final layer, started uniform
+  and updated before the loss as in the reference. Difference from the reference: it adds
+  ``tau * log(p_hat)``; we add ``tau * log(K * p_hat)`` (i.e. relative to the uniform prior) and
+  leave the no-object logit alone. In the reference's plain classifier the constant ``tau *
+  log K`` cancels in the softmax; here it would shift every cluster against no-object. The
+  class distribution is the softmax over the K cluster logits (no-object excluded). ``p_hat``
+  is the persistent buffer ``debias_prior``, present only when debiasing is on, so checkpoints
+  of the plain model keep the official keys.
 """
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -61,15 +85,30 @@ class SetCriterion(nn.Module):
         eos_coef: cross-entropy weight of the no-object class.
         losses: subset of ("labels", "masks").
         num_points, oversample_ratio, importance_sample_ratio: point sampling of the mask losses.
+        droploss_iou: DropLoss IoU threshold (module docstring); 0 disables it, CutLER uses 0.01.
+        debias_momentum: EMA momentum of the debiasing prior; 0 disables debiasing, DebiasPL
+            uses 0.999 (``--qhat_m``).
+        debias_tau: strength of the logit adjustment (DebiasPL's scripts: ``--tau 0.4``).
     """
 
     def __init__(self, num_classes: int, matcher: HungarianMatcher, weight_dict: Dict[str, float],
                  eos_coef: float, losses: Sequence[str], num_points: int, oversample_ratio: float,
-                 importance_sample_ratio: float):
+                 importance_sample_ratio: float, *, droploss_iou: float = 0.0,
+                 debias_momentum: float = 0.0, debias_tau: float = 0.4):
         super().__init__()
         unknown = set(losses) - {"labels", "masks"}
         if unknown:
             raise ValueError(f"unknown losses {sorted(unknown)}; expected 'labels' and/or 'masks'")
+        if not 0.0 <= droploss_iou < 1.0:
+            raise ValueError(f"droploss_iou must be in [0, 1), got {droploss_iou}")
+        if not 0.0 <= debias_momentum < 1.0:
+            raise ValueError(f"debias_momentum must be in [0, 1), got {debias_momentum}")
+        self.droploss_iou = droploss_iou
+        self.debias_momentum = debias_momentum
+        self.debias_tau = debias_tau
+        if debias_momentum > 0:
+            # Uniform start, as DebiasPL's initial_qhat; saved in checkpoints so --resume keeps it.
+            self.register_buffer("debias_prior", torch.full((num_classes,), 1.0 / num_classes))
         self.num_classes = num_classes
         self.matcher = matcher
         self.weight_dict = weight_dict
@@ -112,16 +151,56 @@ class SetCriterion(nn.Module):
 
         per_layer: Dict[str, torch.Tensor] = {}
         if "labels" in self.losses:
-            per_layer["loss_ce"] = self._class_losses(pred_logits, targets, indices)
+            keep = None
+            if self.droploss_iou > 0:
+                keep = self._droploss_keep(pred_masks, targets, indices)
+            if self.debias_momentum > 0:
+                if self.training:
+                    self._update_debias_prior(pred_logits[-1], indices[-1])
+                pred_logits = self.adjust_logits(pred_logits)
+            per_layer["loss_ce"] = self._class_losses(pred_logits, targets, indices, keep)
         if "masks" in self.losses:
             per_layer["loss_mask"], per_layer["loss_dice"] = self._mask_losses(
                 pred_masks, targets, indices, num_masks)
         return {name + sfx: values[i] for name, values in per_layer.items()
                 for i, sfx in enumerate(suffixes)}
 
+    def adjust_logits(self, pred_logits: torch.Tensor) -> torch.Tensor:
+        """Debiasing logit adjustment: (..., K+1) logits + tau * log(K * p_hat) on the K classes."""
+        shift = self.debias_tau * torch.log(self.debias_prior.clamp(min=1e-12) * self.num_classes)
+        shift = torch.cat([shift, shift.new_zeros(1)]).to(pred_logits.dtype)
+        return pred_logits + shift
+
+    @torch.no_grad()
+    def _update_debias_prior(self, logits: torch.Tensor, indices) -> None:
+        """EMA update of ``debias_prior`` from the matched queries of one layer's (B, Q, K+1) logits."""
+        probs = [logits[b, src.to(logits.device), : self.num_classes].float().softmax(-1)
+                 for b, (src, _) in enumerate(indices)]
+        stats = torch.cat([torch.cat(probs).sum(0), logits.new_tensor([sum(len(p) for p in probs)]).float()])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)  # every process keeps the same prior
+        if stats[-1] > 0:
+            mean = stats[:-1] / stats[-1]
+            self.debias_prior.mul_(self.debias_momentum).add_((1 - self.debias_momentum) * mean.to(self.debias_prior))
+
+    @torch.no_grad()
+    def _droploss_keep(self, pred_masks: torch.Tensor, targets: Sequence[Dict], indices: List) -> torch.Tensor:
+        """(L, B, Q) bool: False for unmatched queries whose IoU with every target is <= droploss_iou."""
+        n_layers, batch, n_queries = pred_masks.shape[:3]
+        keep = torch.ones((n_layers, batch, n_queries), dtype=torch.bool, device=pred_masks.device)
+        for b, target in enumerate(targets):
+            if len(target["labels"]) == 0:
+                continue  # no pseudo-mask to compare with: keep the plain loss
+            iou = max_mask_iou(pred_masks[:, b], target["masks"])  # (L, Q)
+            keep[:, b] = iou > self.droploss_iou
+        for layer, layer_indices in enumerate(indices):
+            for b, (src, _) in enumerate(layer_indices):
+                keep[layer, b, src.to(keep.device)] = True
+        return keep
+
     def _class_losses(self, pred_logits: torch.Tensor, targets: Sequence[Dict],
-                      indices: List) -> torch.Tensor:
-        """(L,) weighted-mean cross-entropy per layer."""
+                      indices: List, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(L,) weighted-mean cross-entropy per layer; ``keep`` (L, B, Q) zeroes DropLoss terms."""
         n_layers, batch, n_queries, _ = pred_logits.shape
         target_classes = torch.full((n_layers, batch, n_queries), self.num_classes,
                                     dtype=torch.int64, device=pred_logits.device)
@@ -134,6 +213,9 @@ class SetCriterion(nn.Module):
         empty_weight = self.empty_weight.to(logits.dtype)
         loss = F.cross_entropy(logits, flat, empty_weight, reduction="none").view(n_layers, -1)
         weights = empty_weight[flat].view(n_layers, -1)
+        if keep is not None:
+            # Zeroed, not removed: the normaliser stays that of all queries (CutLER's mean).
+            loss = loss * keep.view(n_layers, -1).to(loss.dtype)
         return loss.sum(1) / weights.sum(1)
 
     def _mask_losses(self, pred_masks: torch.Tensor, targets: Sequence[Dict], indices: List,
@@ -174,9 +256,36 @@ class SetCriterion(nn.Module):
                 zeros.index_add(0, layer_idx, dice) / num_masks)
 
     def extra_repr(self) -> str:
-        return (f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "
+        text = (f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "
                 f"num_points={self.num_points}, oversample_ratio={self.oversample_ratio}, "
                 f"importance_sample_ratio={self.importance_sample_ratio}")
+        if self.droploss_iou > 0:
+            text += f", droploss_iou={self.droploss_iou}"
+        if self.debias_momentum > 0:
+            text += f", debias_momentum={self.debias_momentum}, debias_tau={self.debias_tau}"
+        return text
+
+
+@torch.no_grad()
+def max_mask_iou(pred_masks: torch.Tensor, target_masks: torch.Tensor) -> torch.Tensor:
+    """Each predicted mask's largest IoU with any target mask.
+
+    Args:
+        pred_masks: (..., Q, h, w) mask logits; a pixel is in the mask where the logit is > 0.
+        target_masks: (T, H, W) binary masks, T >= 1, area-resampled to (h, w) and thresholded
+            at 0.5 (a low-resolution cell is in the mask when at least half of it is covered).
+    Returns:
+        (..., Q) float IoU in [0, 1]; 0 for an empty prediction.
+    """
+    h, w = pred_masks.shape[-2:]
+    tgt = target_masks.to(device=pred_masks.device, dtype=torch.float32)[None]
+    if tgt.shape[-2:] != (h, w):
+        tgt = F.interpolate(tgt, size=(h, w), mode="area")
+    tgt = (tgt[0] >= 0.5).flatten(1).float()  # (T, h*w)
+    pred = (pred_masks > 0).flatten(-2).float()  # (..., Q, h*w)
+    inter = pred @ tgt.T  # (..., Q, T)
+    union = pred.sum(-1, keepdim=True) + tgt.sum(-1) - inter
+    return (inter / union.clamp(min=1)).amax(-1)
 
 
 def _upcast(x: torch.Tensor) -> torch.Tensor:

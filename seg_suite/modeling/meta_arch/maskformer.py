@@ -42,7 +42,9 @@ def build_criterion(cfg, num_classes: int) -> SetCriterion:
     return SetCriterion(num_classes, matcher=matcher, weight_dict=weight_dict, eos_coef=mf.NO_OBJECT_WEIGHT,
                         losses=["labels", "masks"], num_points=mf.TRAIN_NUM_POINTS,
                         oversample_ratio=mf.OVERSAMPLE_RATIO,
-                        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO)
+                        importance_sample_ratio=mf.IMPORTANCE_SAMPLE_RATIO,
+                        droploss_iou=mf.DROPLOSS_IOU, debias_momentum=mf.DEBIAS_MOMENTUM,
+                        debias_tau=mf.DEBIAS_TAU)
 
 
 @META_ARCH_REGISTRY.register()
