@@ -7,6 +7,7 @@ Root: ``$DETECTRON2_DATASETS`` (default ``datasets``), detectron2's convention.
 - ``coco_2017_{train,val}_panoptic_with_sem_seg``: :mod:`.coco_panoptic`.
 - ``synthetic_{train,val}[_panoptic|_sem_seg]``: :mod:`.synthetic_set`.
 - any COCO (pseudo-)label file: :func:`register_pseudo_coco`.
+- a panoptic pseudo-label root (``seg-suite panoptic``): :func:`register_pseudo_panoptic`.
 """
 
 import os
@@ -16,8 +17,10 @@ from seg_suite.data.datasets.coco_panoptic import (
     panoptic_metadata,
     register_all_coco_panoptic_with_sem_seg,
     register_panoptic_with_sem_seg,
+    sem_seg_ignore_label,
 )
 from seg_suite.data.datasets.pseudo import register_from_cfg, register_pseudo_coco
+from seg_suite.data.datasets.pseudo_panoptic import register_pseudo_panoptic
 from seg_suite.data.datasets.synthetic_set import register_synthetic
 
 _root = os.getenv("DETECTRON2_DATASETS", "datasets")
@@ -30,5 +33,7 @@ __all__ = [
     "register_from_cfg",
     "register_panoptic_with_sem_seg",
     "register_pseudo_coco",
+    "register_pseudo_panoptic",
     "register_synthetic",
+    "sem_seg_ignore_label",
 ]

@@ -31,6 +31,16 @@ _COCO_PANOPTIC_SPLITS = {
 }
 
 
+def sem_seg_ignore_label(num_categories: int) -> int:
+    """Void value of the panoptic-semantic PNGs for ``num_categories`` categories.
+
+    255 (uint8 PNGs) up to 255 categories, as detectron2 / Mask2Former; above that the contiguous
+    ids reach 255 themselves, so the maps are uint16 with void 65535 (the rule of
+    :func:`seg_suite.pseudo.panoptic.semantic_from_panoptic`, e.g. U2Seg's 300 things + 27 stuff).
+    """
+    return 255 if num_categories <= 255 else 65535
+
+
 def panoptic_metadata(categories: list[dict]) -> dict:
     """Metadata for a panoptic category list (COCO form with ``isthing``), ids kept in list order.
 
@@ -95,12 +105,16 @@ def load_panoptic_with_sem_seg(json_file: str, image_root: str, panoptic_root: s
 
 def register_panoptic_with_sem_seg(name: str, categories: list[dict], image_root: str, panoptic_root: str,
                                    panoptic_json: str, sem_seg_root: str | None, instances_json: str | None,
-                                   **extra_meta) -> None:
+                                   ignore_label: int | None = None, **extra_meta) -> None:
     """Register ``name`` (replacing an earlier registration) with panoptic + semantic ground truth.
 
     Metadata ``evaluator_type="coco_panoptic_seg"`` selects PQ, and, when the model's instance and
     semantic outputs are on, COCO AP against ``json_file`` (``instances_json``) and mIoU.
+    ``ignore_label`` is the semantic maps' void value (default :func:`sem_seg_ignore_label`: 255,
+    or 65535 with more than 255 categories); the mappers and the semantic evaluator read it.
     """
+    if ignore_label is None:
+        ignore_label = sem_seg_ignore_label(len(categories))
     meta = panoptic_metadata(categories)
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
@@ -110,7 +124,7 @@ def register_panoptic_with_sem_seg(name: str, categories: list[dict], image_root
     )
     fields = dict(
         image_root=image_root, panoptic_root=panoptic_root, panoptic_json=panoptic_json,
-        sem_seg_root=sem_seg_root, evaluator_type="coco_panoptic_seg", ignore_label=255, label_divisor=1000,
+        sem_seg_root=sem_seg_root, evaluator_type="coco_panoptic_seg", ignore_label=ignore_label, label_divisor=1000,
         **meta, **extra_meta,
     )
     if instances_json:

@@ -6,7 +6,8 @@ class ``"fg"``, the CutLER setting (one class, ``MODEL.SEM_SEG_HEAD.NUM_CLASSES:
 
 From a config: ``DATASETS.PSEUDO_COCO: [["name", "path/to/labels.json", "path/to/images"], ...]``,
 registered by :func:`register_from_cfg` before the data loaders are built (class-agnostic when
-``MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1``).
+``MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1``). The same call registers panoptic pseudo-label roots
+(``DATASETS.PSEUDO_PANOPTIC``, :mod:`.pseudo_panoptic`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
+from seg_suite.data.datasets.pseudo_panoptic import register_pseudo_panoptic_from_cfg
 from seg_suite.errors import UserError
 
 
@@ -61,7 +63,9 @@ def _first_category_id(json_file: str) -> int:
 
 
 def register_from_cfg(cfg) -> list[str]:
-    """Register every ``[name, json, image_root]`` triple in ``cfg.DATASETS.PSEUDO_COCO``."""
+    """Register every ``[name, json, image_root]`` triple in ``cfg.DATASETS.PSEUDO_COCO`` and every
+    ``[name, root, split]`` in ``cfg.DATASETS.PSEUDO_PANOPTIC``
+    (:func:`seg_suite.data.datasets.pseudo_panoptic.register_pseudo_panoptic_from_cfg`); returns the names."""
     names = []
     for entry in cfg.DATASETS.PSEUDO_COCO:
         if len(entry) != 3:
@@ -70,4 +74,4 @@ def register_from_cfg(cfg) -> list[str]:
         register_pseudo_coco(name, json_file, image_root,
                              class_agnostic=cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1)
         names.append(name)
-    return names
+    return names + register_pseudo_panoptic_from_cfg(cfg)

@@ -41,21 +41,22 @@ class SemanticDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
+        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+        # The dataset's void value (65535 for uint16 maps with > 255 classes), also for the crop rule.
+        ignore_label = getattr(meta, "ignore_label", cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE)
         augs = [T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN,
                                      cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING)]
         if cfg.INPUT.CROP.ENABLED:
             augs.append(T.RandomCrop_CategoryAreaConstraint(
-                cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE, cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA,
-                cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE))
+                cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE, cfg.INPUT.CROP.SINGLE_CATEGORY_MAX_AREA, ignore_label))
         if cfg.INPUT.COLOR_AUG_SSD:
             augs.append(ColorAugSSDTransform(img_format=cfg.INPUT.FORMAT))
         augs.append(T.RandomFlip())
-        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
         return {
             "is_train": is_train,
             "augmentations": augs,
             "image_format": cfg.INPUT.FORMAT,
-            "ignore_label": getattr(meta, "ignore_label", cfg.MODEL.SEM_SEG_HEAD.IGNORE_VALUE),
+            "ignore_label": ignore_label,
             "size_divisibility": cfg.INPUT.SIZE_DIVISIBILITY,
         }
 
@@ -67,7 +68,8 @@ class SemanticDatasetMapper:
         if "sem_seg_file_name" not in dataset_dict:
             raise ValueError(f"semantic dataset entry without sem_seg_file_name: {dataset_dict['file_name']}")
         with Image.open(dataset_dict.pop("sem_seg_file_name")) as im:
-            sem = np.asarray(im).astype("double")  # float so the crop constraint's histogram works
+            # 8- or 16-bit PNG; float so the crop constraint's histogram works (exact up to 2**53)
+            sem = np.asarray(im).astype("double")
         aug_input = T.AugInput(image, sem_seg=sem)
         self.augmentations(aug_input)
         image = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
