@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,21 @@ def summary(out: Path, args) -> None:
 def pipeline(out: Path, args) -> None:
     # Smaller than the command's defaults (32 train / 16 val images, 300 iterations) to keep the demo
     # within minutes on 2 CPU cores; the same settings as tests/test_pipeline_e2e.py.
-    run("pipeline", "--output", str(out / "pipeline"), "--num-train", "24", "--num-val", "12", "--max-iter", "200",
-        "--seed", str(args.seed), "--device", args.device)
+    # detectron2 logs its environment, config and model at length: that goes to pipeline.log, and
+    # only the pipeline's own stage lines are echoed here.
+    argv = ["pipeline", "--output", str(out / "pipeline"), "--num-train", "24", "--num-val", "12",
+            "--max-iter", "200", "--seed", str(args.seed), "--device", args.device]
+    log = out / "pipeline.log"
+    print(f"\n$ seg-suite {shlex.join(argv)}   (full log: {log})", flush=True)
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "seg_suite.cli", *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        for line in proc.stdout:
+            fh.write(line)
+            if line.startswith("[pipeline]"):
+                print(line, end="", flush=True)
+    if proc.wait() != 0:
+        sys.exit(f"demo step failed (exit code {proc.returncode}): seg-suite {shlex.join(argv)}; see {log}")
 
 
 def pipeline_table(out: Path, args) -> None:
