@@ -52,6 +52,27 @@ def device_from_args(args) -> str:
     return args.device
 
 
+
+def add_backbone_args(parser: argparse.ArgumentParser, default_backbone: str, source: str,
+                      handcrafted_hint: str = "", output: str = "outputs") -> None:
+    """--backbone --weights --random-init --device, one group for every feature-based command."""
+    from seg_suite.features.backbones import BACKBONE_NAMES, HANDCRAFTED
+
+    group = parser.add_argument_group("features")
+    group.add_argument(
+        "--backbone", default=default_backbone, choices=BACKBONE_NAMES, metavar="NAME",
+        help=f"feature backbone: {', '.join(BACKBONE_NAMES)} (default: %(default)s, {source}). '{HANDCRAFTED}' is a "
+             f"weight-free stand-in for DINO features that runs offline{handcrafted_hint}",
+    )
+    group.add_argument(
+        "--weights", default=None, metavar="PATH",
+        help="local checkpoint in the official DINO/DINOv2 format (default: looked up in $SEG_SUITE_WEIGHTS "
+             "and ~/.cache/seg_suite/weights by its official file name)",
+    )
+    group.add_argument("--random-init", action="store_true",
+                       help=f"random backbone weights, for timing and tests only: the {output} are meaningless")
+    add_device_arg(parser)
+
 def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, what: str = "images") -> None:
     group = parser.add_argument_group("scale-out and restarts (seg_suite.pseudo.runner)")
     group.add_argument(

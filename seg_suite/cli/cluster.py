@@ -5,26 +5,6 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
-def add_backbone_args(parser, default_backbone: str, source: str) -> None:
-    """--backbone --weights --random-init --device (shared with semantic-pseudo)."""
-    from seg_suite.features.backbones import BACKBONE_NAMES, HANDCRAFTED
-
-    group = parser.add_argument_group("features")
-    group.add_argument(
-        "--backbone", default=default_backbone, choices=BACKBONE_NAMES, metavar="NAME",
-        help=f"feature backbone: {', '.join(BACKBONE_NAMES)} (default: %(default)s, {source}). '{HANDCRAFTED}' is a "
-             f"weight-free stand-in for DINO that runs offline (use --feature pooled with it)",
-    )
-    group.add_argument(
-        "--weights", default=None, metavar="PATH",
-        help="local checkpoint in the official DINO/DINOv2 format (default: looked up in $SEG_SUITE_WEIGHTS "
-             "and ~/.cache/seg_suite/weights by its official file name)",
-    )
-    group.add_argument("--random-init", action="store_true",
-                       help="random backbone weights, for timing and tests only: the clusters are meaningless")
-    _common.add_device_arg(parser)
-
-
 def add_kmeans_args(parser, default_k: int, k_source: str) -> None:
     from seg_suite.pseudo.kmeans import BACKENDS
 
@@ -89,7 +69,8 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="OUT.json",
                         help="the clustered COCO file (written atomically)")
     # U2Seg u2seg/Instance_Clustering/selective_labeling/configs/ImageNet_usl_dino_0.2.yaml: DINO-ViT-B/16
-    add_backbone_args(parser, "dino_vitb16", "U2Seg's instance clustering, DINO ViT-B/16")
+    _common.add_backbone_args(parser, "dino_vitb16", "U2Seg's instance clustering, DINO ViT-B/16",
+                              " (use --feature pooled with it)", output="clusters")
     feat = parser.add_argument_group("mask features")
     feat.add_argument("--feature", default="auto", choices=FEATURE_MODES,
                       help="crop_cls: CLS token of the mask's box crop (U2Seg); pooled: patch tokens averaged "

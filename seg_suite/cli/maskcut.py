@@ -8,7 +8,7 @@ from seg_suite.cli import _common
 
 
 def register(subparsers) -> None:
-    from seg_suite.features.backbones import BACKBONE_NAMES, DEFAULT_BACKBONE, HANDCRAFTED
+    from seg_suite.features.backbones import DEFAULT_BACKBONE
     from seg_suite.io.images import DEFAULT_MAX_PIXELS
     from seg_suite.pseudo.maskcut import MaskCutParams
 
@@ -25,22 +25,7 @@ def register(subparsers) -> None:
         ),
     )
     _common.add_input_output_args(parser)
-    model = parser.add_argument_group("features")
-    model.add_argument(
-        "--backbone", default=DEFAULT_BACKBONE, choices=BACKBONE_NAMES, metavar="NAME",
-        help=f"feature backbone: {', '.join(BACKBONE_NAMES)} (default: %(default)s, as CutLER's "
-             f"README). '{HANDCRAFTED}' is a weight-free stand-in for DINO features that runs offline",
-    )
-    model.add_argument(
-        "--weights", default=None, metavar="PATH",
-        help="local checkpoint in the official DINO/DINOv2 format (default: looked up in "
-             "$SEG_SUITE_WEIGHTS and ~/.cache/seg_suite/weights by its official file name)",
-    )
-    model.add_argument(
-        "--random-init", action="store_true",
-        help="random backbone weights, for timing and tests only: the masks are meaningless",
-    )
-    _common.add_device_arg(parser)
+    _common.add_backbone_args(parser, DEFAULT_BACKBONE, "as CutLER's README", output="masks")
     cut = parser.add_argument_group("MaskCut (defaults: CutLER README / maskcut.py)")
     cut.add_argument("--tau", type=float, default=d.tau, help="affinity binarisation threshold (default: %(default)s)")
     cut.add_argument("--num-masks", type=int, default=d.num_masks, help="N, the most masks per image (default: %(default)s)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from seg_suite.cli import _common
-from seg_suite.cli.cluster import add_backbone_args, add_kmeans_args, clusterer_from_args
+from seg_suite.cli.cluster import add_kmeans_args, clusterer_from_args
 
 
 def register(subparsers) -> None:
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output-dir", required=True, metavar="OUT_DIR", help="where the maps and centroids go")
     parser.add_argument("--max-images", type=int, default=None, metavar="N",
                         help="process only the first N images in sorted order (default: all)")
-    add_backbone_args(parser, "dino_vitb8", "STEGO's COCO-Stuff model, DINO ViT-B/8")
+    _common.add_backbone_args(parser, "dino_vitb8", "STEGO's COCO-Stuff model, DINO ViT-B/8", output="clusters")
     feat = parser.add_argument_group("patch features")
     feat.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE,
                       help="longer image side fed to the backbone (default: %(default)s, STEGO eval_config.yml res)")
