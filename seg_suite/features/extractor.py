@@ -15,6 +15,8 @@ Only patch tokens are returned on the grid; the class token is dropped from it.
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torch import nn
 
@@ -51,7 +53,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(nn.Module, abc.ABC):
     """Base class: a frozen backbone that returns patch features on a grid.
 
     Attributes:
@@ -93,10 +95,10 @@ class FeatureExtractor(nn.Module):
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    @abc.abstractmethod
     def forward(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
         """x: normalized [B,3,H,W] -> {facet: [B,h,w,C]} (and "cls": [B,C] when asked)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def forward_layers(self, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
         """x: normalized [B,3,H,W] -> outputs of the given blocks, each [B,C,h,w]."""
-        raise NotImplementedError

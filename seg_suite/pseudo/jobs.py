@@ -8,6 +8,7 @@ every generator that writes a COCO instance file (MaskCut, SAM, motion masks).
 
 from __future__ import annotations
 
+import abc
 import importlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,25 +25,30 @@ class ItemError(Exception):
     """A work item cannot be processed; ``str(err)`` is a one-line reason for failures.jsonl."""
 
 
-class Job:
+class Job(abc.ABC):
     """Base class of dataset jobs; the contract is in :mod:`seg_suite.pseudo.runner`'s docstring."""
 
     name: ClassVar[str] = "job"
     unit: ClassVar[str] = "img"
     heavy_attrs: ClassVar[tuple[str, ...]] = ()
 
+    @abc.abstractmethod
     def params(self) -> dict:
-        raise NotImplementedError
+        """See the runner's module docstring."""
 
     @classmethod
     def from_params(cls, params: dict) -> "Job":
-        raise NotImplementedError(f"{cls.__name__} cannot be rebuilt from its params (needed by merge)")
+        """Rebuild a cheap copy of the job (``merge`` needs it); jobs that cannot be merged keep this."""
+        raise UserError(f"shards of a {cls.name!r} job cannot be merged: {cls.__name__} does not support "
+                        "rebuilding from its recorded params; rerun it unsharded")
 
+    @abc.abstractmethod
     def prepare(self, item: WorkItem) -> Any:
-        raise NotImplementedError
+        """See the runner's module docstring."""
 
+    @abc.abstractmethod
     def process(self, batch: list[Any]) -> list[dict | ItemError]:
-        raise NotImplementedError
+        """See the runner's module docstring."""
 
     def finalize(self, records: list[dict], info: dict) -> Any:
         raise NotImplementedError
