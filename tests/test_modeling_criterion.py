@@ -135,3 +135,36 @@ def test_empty_targets_give_zero_mask_loss_and_connected_graph():
     assert losses["loss_ce"].item() == pytest.approx(expected.item(), rel=1e-6)
     sum(losses.values()).backward()
     assert masks.grad is not None and logits.grad is not None
+
+
+def test_mask_losses_by_hand_per_layer(monkeypatch):
+    """BCE and dice of each layer from its own matched masks, with the loss points pinned."""
+    import seg_suite.modeling.criterion as criterion_module
+
+    g = torch.Generator().manual_seed(6)
+    targets = _targets(g)  # 2 images x 2 rectangles, 16 x 16
+    scales = [5.0, 2.0]  # layer 0 is confident, layer 1 less so: their losses differ
+    masks = torch.full((2, 2, 4, 16, 16), -1.0)
+    for layer, scale in enumerate(scales):
+        for b in range(2):
+            masks[layer, b] = -scale
+            masks[layer, b, 1][targets[b]["masks"][0]] = scale  # query 1 <-> target 0
+            masks[layer, b, 3][targets[b]["masks"][1]] = scale  # query 3 <-> target 1
+    logits = torch.zeros(2, 2, 4, 4)
+    points = torch.rand(4, 30, 2, generator=g)  # one row per matched mask of a layer
+    monkeypatch.setattr(criterion_module, "get_uncertain_point_coords_with_randomness",
+                        lambda src, *args: points[: src.shape[0]])
+    losses = _criterion(aux_layers=1)(_outputs(logits, masks), targets)
+    pairs = [(0, 1, 0), (0, 3, 1), (1, 1, 0), (1, 3, 1)]  # (image, query, target), the matcher's order
+    for layer, suffix in ((0, "_0"), (1, "")):
+        bce = dice = 0.0
+        for row, (b, q, t) in enumerate(pairs):
+            x = point_sample(masks[layer, b, q][None, None], points[row][None], align_corners=False).flatten()
+            y = point_sample(targets[b]["masks"][t][None, None].float(), points[row][None],
+                             align_corners=False).flatten()
+            bce += F.binary_cross_entropy_with_logits(x, y).item()
+            p = x.sigmoid()
+            dice += 1 - (2 * (p * y).sum() + 1).item() / ((p.sum() + y.sum()).item() + 1)
+        assert losses["loss_mask" + suffix].item() == pytest.approx(bce / 4, rel=1e-5)
+        assert losses["loss_dice" + suffix].item() == pytest.approx(dice / 4, rel=1e-5)
+    assert losses["loss_mask_0"].item() < losses["loss_mask"].item()

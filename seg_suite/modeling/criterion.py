@@ -7,10 +7,11 @@ Follows ``mask2former/modeling/criterion.py`` (Cheng et al. 2022):
   ground-truth masks in the (global) batch;
 - the same losses for every auxiliary (intermediate) prediction, suffixed ``_0``, ``_1``, ...
 
-Deliberate difference (same values, fewer Python steps): all decoder layers are handled in one
-pass. Predictions of all layers are stacked, matched in one :meth:`HungarianMatcher.match_layers`
-call, and the mask losses of all layers are computed from one point-sampling call and split
-per layer afterwards.
+Deliberate difference (same values): all decoder layers are matched in one
+:meth:`HungarianMatcher.match_layers` call, and the mask predictions of the layers are never
+stacked into one (L, B, Q, H, W) tensor. The matched masks are gathered layer by layer and the
+point sampling runs one layer at a time, so no temporary is larger than one layer's (on CPU the
+stacked version was slower: every large temporary was freshly page-faulted).
 
 Two options for training on pseudo-labels, both off by default (then the loss is exactly the
 official one):
@@ -145,7 +146,7 @@ class SetCriterion(nn.Module):
         layers = list(outputs.get("aux_outputs", [])) + [outputs]
         suffixes = [f"_{i}" for i in range(len(layers) - 1)] + [""]
         pred_logits = torch.stack([o["pred_logits"] for o in layers])  # (L, B, Q, K+1)
-        pred_masks = torch.stack([o["pred_masks"] for o in layers])  # (L, B, Q, H, W)
+        pred_masks = [o["pred_masks"] for o in layers]  # L x (B, Q, H, W), not stacked
         indices = self.matcher.match_layers(pred_logits, pred_masks, targets)
         num_masks = self._num_masks(targets, pred_logits.device)
 
@@ -184,15 +185,20 @@ class SetCriterion(nn.Module):
             self.debias_prior.mul_(self.debias_momentum).add_((1 - self.debias_momentum) * mean.to(self.debias_prior))
 
     @torch.no_grad()
-    def _droploss_keep(self, pred_masks: torch.Tensor, targets: Sequence[Dict], indices: List) -> torch.Tensor:
-        """(L, B, Q) bool: False for unmatched queries whose IoU with every target is <= droploss_iou."""
-        n_layers, batch, n_queries = pred_masks.shape[:3]
-        keep = torch.ones((n_layers, batch, n_queries), dtype=torch.bool, device=pred_masks.device)
+    def _droploss_keep(self, pred_masks: Sequence[torch.Tensor], targets: Sequence[Dict],
+                       indices: List) -> torch.Tensor:
+        """(L, B, Q) bool: False for unmatched queries whose IoU with every target is <= droploss_iou.
+
+        ``pred_masks`` holds L (B, Q, H, W) mask-logit tensors.
+        """
+        n_layers = len(pred_masks)
+        batch, n_queries = pred_masks[0].shape[:2]
+        keep = torch.ones((n_layers, batch, n_queries), dtype=torch.bool, device=pred_masks[0].device)
         for b, target in enumerate(targets):
             if len(target["labels"]) == 0:
                 continue  # no pseudo-mask to compare with: keep the plain loss
-            iou = max_mask_iou(pred_masks[:, b], target["masks"])  # (L, Q)
-            keep[:, b] = iou > self.droploss_iou
+            for layer in range(n_layers):
+                keep[layer, b] = max_mask_iou(pred_masks[layer][b], target["masks"]) > self.droploss_iou
         for layer, layer_indices in enumerate(indices):
             for b, (src, _) in enumerate(layer_indices):
                 keep[layer, b, src.to(keep.device)] = True
@@ -218,42 +224,42 @@ class SetCriterion(nn.Module):
             loss = loss * keep.view(n_layers, -1).to(loss.dtype)
         return loss.sum(1) / weights.sum(1)
 
-    def _mask_losses(self, pred_masks: torch.Tensor, targets: Sequence[Dict], indices: List,
+    def _mask_losses(self, pred_masks: Sequence[torch.Tensor], targets: Sequence[Dict], indices: List,
                      num_masks: float):
-        """(L,) BCE and (L,) dice per layer."""
-        n_layers = pred_masks.shape[0]
-        device = pred_masks.device
-        layer_idx, batch_idx, query_idx, target_idx = [], [], [], []
+        """(L,) BCE and (L,) dice per layer; ``pred_masks`` holds L (B, Q, H, W) mask-logit tensors."""
+        n_layers = len(pred_masks)
+        device = pred_masks[0].device
         offsets, total = [], 0
         for t in targets:
             offsets.append(total)
             total += len(t["labels"])
-        for layer, layer_indices in enumerate(indices):
-            for b, (src, tgt) in enumerate(layer_indices):
-                layer_idx.append(torch.full_like(src, layer))
-                batch_idx.append(torch.full_like(src, b))
-                query_idx.append(src)
-                target_idx.append(tgt + offsets[b])
-        if total == 0 or sum(len(s) for s in query_idx) == 0:
-            zero = pred_masks.sum() * 0.0  # keeps the graph connected (DDP needs every grad)
+        matched = [sum(len(src) for src, _ in layer_indices) for layer_indices in indices]
+        if total == 0 or sum(matched) == 0:
+            zero = sum(m.sum() for m in pred_masks) * 0.0  # keeps the graph connected (DDP needs every grad)
             return zero.expand(n_layers), zero.expand(n_layers)
-        layer_idx = torch.cat(layer_idx).to(device)
-        src_masks = _upcast(pred_masks[layer_idx, torch.cat(batch_idx).to(device), torch.cat(query_idx).to(device)])
-        all_targets = _pad_and_cat([t["masks"].to(device=device, dtype=src_masks.dtype) for t in targets])
-        tgt_masks = all_targets[torch.cat(target_idx).to(device)]
-        # Normalised coordinates make prediction and target resolutions irrelevant.
-        src_masks, tgt_masks = src_masks[:, None], tgt_masks[:, None]
-        with torch.no_grad():
-            coords = get_uncertain_point_coords_with_randomness(
-                src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
-                self.importance_sample_ratio)
-            point_labels = point_sample(tgt_masks, coords, align_corners=False).squeeze(1)
-        point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
-        bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
-        dice = _per_mask_dice(point_logits, point_labels)
-        zeros = point_logits.new_zeros(n_layers)
-        return (zeros.index_add(0, layer_idx, bce) / num_masks,
-                zeros.index_add(0, layer_idx, dice) / num_masks)
+        all_targets = _pad_and_cat([t["masks"].to(device=device, dtype=torch.float32) for t in targets])
+        bce, dice = [], []
+        for layer, layer_indices in enumerate(indices):
+            if matched[layer] == 0:
+                zero = pred_masks[layer].sum() * 0.0
+                bce.append(zero)
+                dice.append(zero)
+                continue
+            batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(layer_indices)]).to(device)
+            query_idx = torch.cat([src for src, _ in layer_indices]).to(device)
+            target_idx = torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(layer_indices)]).to(device)
+            # Normalised coordinates make prediction and target resolutions irrelevant.
+            src_masks = _upcast(pred_masks[layer][batch_idx, query_idx])[:, None]  # (T_l, 1, H, W)
+            with torch.no_grad():
+                coords = get_uncertain_point_coords_with_randomness(
+                    src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
+                    self.importance_sample_ratio)
+                point_labels = point_sample(all_targets[target_idx][:, None].to(src_masks.dtype), coords,
+                                            align_corners=False).squeeze(1)
+            point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
+            bce.append(F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1).sum())
+            dice.append(_per_mask_dice(point_logits, point_labels).sum())
+        return torch.stack(bce) / num_masks, torch.stack(dice) / num_masks
 
     def extra_repr(self) -> str:
         text = (f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "

@@ -8,9 +8,11 @@ over ``num_points`` random points shared by all masks of an image (Mask2Former,
 Differences from the reference, none of which changes the cost:
 - BCE cost uses ``softplus(x) - x * t`` (one matrix product) instead of separate positive and
   negative products: BCE(x, 1) = softplus(x) - x and BCE(x, 0) = softplus(x).
-- :meth:`HungarianMatcher.match_layers` matches all decoder layers at once, with one point
-  sampling call for every layer and image and one host transfer per image; the reference loops
-  over layers and images. Each (layer, image) still gets its own random points.
+- :meth:`HungarianMatcher.match_layers` matches all decoder layers in one call with one host
+  transfer per image; the reference calls the matcher once per layer. Each (layer, image) still
+  gets its own random points, and the costs are computed one (layer, image) at a time so the
+  temporaries stay at (Q, P) (5 MB at the official sizes): stacking all layers made tensors of
+  100 MB, slower on CPU because each was freshly page-faulted and left the caches.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -49,7 +51,7 @@ def batch_dice_cost(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
         (..., N, M) cost in [0, 1].
     """
     probs = logits.sigmoid()
-    numerator = 2 * probs @ targets.transpose(-1, -2)
+    numerator = 2 * (probs @ targets.transpose(-1, -2))
     denominator = probs.sum(-1).unsqueeze(-1) + targets.sum(-1).unsqueeze(-2)
     return 1 - (numerator + 1) / (denominator + 1)
 
@@ -87,44 +89,40 @@ class HungarianMatcher(nn.Module):
         return self.match_layers(outputs["pred_logits"][None], outputs["pred_masks"][None], targets)[0]
 
     @torch.no_grad()
-    def cost_matrices(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor,
+    def cost_matrices(self, pred_logits: torch.Tensor, pred_masks: Sequence[torch.Tensor],
                       targets: Sequence[Dict], coords: Optional[torch.Tensor] = None) -> List[torch.Tensor]:
         """Cost matrices of every layer and image.
 
         Args:
             pred_logits: (L, B, Q, K+1) class logits of L decoder layers.
-            pred_masks: (L, B, Q, H, W) mask logits.
+            pred_masks: (L, B, Q, H, W) mask logits, or a sequence of L (B, Q, H, W) tensors
+                (the decoder's per-layer outputs, which then need not be stacked).
             targets: B dicts as in :meth:`forward`.
             coords: (L, B, P, 2) points in [0, 1]^2; default: uniform random, P = num_points.
         Returns:
             per image, an (L, Q, T) float32 cost tensor on the predictions' device.
         """
         n_layers, batch, n_queries = pred_logits.shape[:3]
-        device = pred_masks.device
+        device = pred_logits.device
         probs = pred_logits.float().softmax(-1)
-        if coords is None:
-            coords = torch.rand(n_layers, batch, self.num_points, 2, device=device)
-        num_points = coords.shape[2]
-        # All queries of a (layer, image) share the same points, as in the reference.
-        pred_points = point_sample(
-            pred_masks.flatten(0, 1).float(), coords.flatten(0, 1), align_corners=False
-        ).view(n_layers, batch, n_queries, num_points)
         costs = []
         for b, target in enumerate(targets):
             labels = target["labels"]
             if labels.numel() == 0:
-                costs.append(pred_points.new_zeros(n_layers, n_queries, 0))
+                costs.append(probs.new_zeros(n_layers, n_queries, 0))
                 continue
             tgt = target["masks"].to(device=device, dtype=torch.float32)[None]  # (1, T, Ht, Wt)
-            tgt_points = point_sample(tgt, coords[:, b].reshape(1, -1, 2), align_corners=False)
-            tgt_points = tgt_points.view(len(labels), n_layers, num_points).transpose(0, 1)
-            logits = pred_points[:, b]  # (L, Q, P)
-            cost = (
-                self.cost_mask * batch_sigmoid_ce_cost(logits, tgt_points)
-                + self.cost_dice * batch_dice_cost(logits, tgt_points)
-                - self.cost_class * probs[:, b][..., labels]
-            )
-            costs.append(cost)
+            per_layer = []
+            for layer in range(n_layers):
+                # All queries of a (layer, image) share the same points, as in the reference.
+                points = (coords[layer, b] if coords is not None
+                          else torch.rand(self.num_points, 2, device=device))[None]
+                logits = point_sample(pred_masks[layer][b:b + 1].float(), points, align_corners=False)[0]
+                tgt_points = point_sample(tgt, points, align_corners=False)[0]  # (T, P)
+                per_layer.append(self.cost_mask * batch_sigmoid_ce_cost(logits, tgt_points)
+                                 + self.cost_dice * batch_dice_cost(logits, tgt_points)
+                                 - self.cost_class * probs[layer, b][:, labels])
+            costs.append(torch.stack(per_layer))
         return costs
 
     @torch.no_grad()
