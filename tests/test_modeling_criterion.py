@@ -151,20 +151,60 @@ def test_mask_losses_by_hand_per_layer(monkeypatch):
             masks[layer, b, 1][targets[b]["masks"][0]] = scale  # query 1 <-> target 0
             masks[layer, b, 3][targets[b]["masks"][1]] = scale  # query 3 <-> target 1
     logits = torch.zeros(2, 2, 4, 4)
-    points = torch.rand(4, 30, 2, generator=g)  # one row per matched mask of a layer
+    points = torch.rand(30, 2, generator=g)  # the same loss points for every matched mask
     monkeypatch.setattr(criterion_module, "get_uncertain_point_coords_with_randomness",
-                        lambda src, *args: points[: src.shape[0]])
+                        lambda src, *args: points.expand(src.shape[0], -1, -1))
     losses = _criterion(aux_layers=1)(_outputs(logits, masks), targets)
     pairs = [(0, 1, 0), (0, 3, 1), (1, 1, 0), (1, 3, 1)]  # (image, query, target), the matcher's order
     for layer, suffix in ((0, "_0"), (1, "")):
         bce = dice = 0.0
-        for row, (b, q, t) in enumerate(pairs):
-            x = point_sample(masks[layer, b, q][None, None], points[row][None], align_corners=False).flatten()
-            y = point_sample(targets[b]["masks"][t][None, None].float(), points[row][None],
-                             align_corners=False).flatten()
+        for b, q, t in pairs:
+            x = point_sample(masks[layer, b, q][None, None], points[None], align_corners=False).flatten()
+            y = point_sample(targets[b]["masks"][t][None, None].float(), points[None], align_corners=False).flatten()
             bce += F.binary_cross_entropy_with_logits(x, y).item()
             p = x.sigmoid()
             dice += 1 - (2 * (p * y).sum() + 1).item() / ((p.sum() + y.sum()).item() + 1)
         assert losses["loss_mask" + suffix].item() == pytest.approx(bce / 4, rel=1e-5)
         assert losses["loss_dice" + suffix].item() == pytest.approx(dice / 4, rel=1e-5)
     assert losses["loss_mask_0"].item() < losses["loss_mask"].item()
+
+
+def test_matched_masks_from_embeddings_equal_full_masks():
+    """The training path (masks of matched queries rebuilt from mask_embed x mask_features) gives
+    the losses and parameter gradients of differentiating every full mask, as the reference does."""
+    from detectron2.modeling import build_model
+
+    from tests.test_modeling_model import _input, tiny_cfg
+
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg()).double().train()
+    batch = [_input(seed=0), _input(seed=1)]
+    images = torch.stack([(x["image"].double() - model.pixel_mean) / model.pixel_std for x in batch])
+    outputs = model.sem_seg_head(model.backbone(images))
+    assert "mask_features" in outputs and not outputs["pred_masks"].requires_grad
+    targets = model.prepare_targets([x["instances"] for x in batch], type("Images", (), {"tensor": images}))
+
+    def full_masks(pred):
+        out = {"pred_logits": pred["pred_logits"],
+               "pred_masks": torch.einsum("bqc,bchw->bqhw", pred["mask_embed"], outputs["mask_features"])}
+        torch.testing.assert_close(out["pred_masks"].detach(), pred["pred_masks"])
+        return out
+
+    reference = dict(full_masks(outputs), aux_outputs=[full_masks(a) for a in outputs["aux_outputs"]])
+    params = [p for p in model.parameters() if p.requires_grad]
+    results = []
+    for outs in (outputs, reference):
+        torch.manual_seed(1)  # same matching and loss points
+        losses = model.criterion(outs, targets)
+        total = sum(v * model.criterion.weight_dict[k] for k, v in losses.items())
+        grads = torch.autograd.grad(total, params, retain_graph=True, allow_unused=True)
+        results.append((losses, grads))
+    (losses, grads), (ref_losses, ref_grads) = results
+    for k in ref_losses:
+        assert losses[k].item() == pytest.approx(ref_losses[k].item(), rel=1e-9, abs=1e-12), k
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    for g, ref in zip(grads, ref_grads):
+        if ref is None:
+            assert g is None or g.abs().max() == 0
+        else:
+            torch.testing.assert_close(g, ref, rtol=1e-7, atol=1e-12)

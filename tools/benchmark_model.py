@@ -15,10 +15,16 @@ ours through seg_suite.engine.optimizer.build_optimizer (backbone multiplier inc
 Inference is one image at a time with panoptic post-processing (ours: the model's panoptic output
 only; Transformers: its image processor's ``post_process_panoptic_segmentation``).
 
-Each (implementation, size) runs in its own subprocess, so the peak resident memory of one does not
-hide the other's. Memory is the process's peak RSS on CPU and ``max_memory_allocated`` on GPU.
+Each (implementation, size, repeat) runs in its own subprocess, so the peak resident memory of one
+does not hide the other's. Memory is the process's peak RSS on CPU and ``max_memory_allocated`` on
+GPU. The two implementations alternate (ours, HF, ours, HF, ...) ``--repeats`` times, so a slow
+spell of a shared machine hits both; the reported step time is the median over every timed step of
+every repeat, and the spread is the range of the per-repeat medians. On CPU the step time moves a
+lot from step to step (fresh memory pages for the activations), so use at least 10 steps x 3
+repeats before reading a ratio.
 
-Usage: tools/benchmark_model.py [--sizes 256 512] [--steps 3] [--device cpu|cuda] [--threads N]
+Usage: tools/benchmark_model.py [--sizes 256 512] [--steps 10] [--repeats 3] [--device cpu|cuda]
+       [--threads N]
 Transformers is the optional extra ``bench`` (``pip install -e .[bench]``).
 """
 
@@ -28,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -175,7 +182,7 @@ def run_one(impl: str, size: int, steps: int, device: str) -> dict:
         infer_s = (time.perf_counter() - t0) / steps
     return {
         "impl": impl, "size": size, "device": device, "threads": torch.get_num_threads(),
-        "step_s": sum(times) / len(times), "step_cpu_s": sum(cpu_times) / len(cpu_times),
+        "step_times_s": times, "step_cpu_times_s": cpu_times,
         "peak_mem_mb": peak, "mem_before_steps_mb": rss_before if device == "cpu" else 0.0,
         "infer_images_per_s": 1.0 / infer_s,
     }
@@ -186,8 +193,10 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512],
                         help="square image sizes (default: 256 512, the issue's conditions)")
-    parser.add_argument("--steps", type=int, default=3,
-                        help="timed train steps and inferences per condition, after one warm-up (default: 3)")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="timed train steps and inferences per run, after one warm-up (default: 10)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per implementation and size, alternating between them (default: 3)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
                         help="default: cpu, plus cuda when a GPU is present")
     parser.add_argument("--threads", type=int, default=0,
@@ -197,6 +206,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", help="also write the results as JSON here")
     parser.add_argument("--_child", nargs=3, metavar=("IMPL", "SIZE", "DEVICE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.repeats < 1:
+        parser.error("--steps and --repeats must be at least 1")
 
     import torch
 
@@ -215,32 +226,51 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     devices = [args.device] if args.device else (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    results = []
+    summaries = []
     for device in devices:
         for size in args.sizes:
-            for impl in args.impls:
-                cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps),
-                       "--threads", str(args.threads), "--_child", impl, str(size), device]
-                proc = subprocess.run(cmd, capture_output=True, text=True,
-                                      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-                if proc.returncode != 0:
-                    print(proc.stderr[-3000:], file=sys.stderr)
-                    return 1
-                res = json.loads(proc.stdout.strip().splitlines()[-1])
-                results.append(res)
-                print(f"{device} {size:4d} {impl:4s}: step {res['step_s']:.2f} s (cpu {res['step_cpu_s']:.2f} s), "
-                      f"peak mem {res['peak_mem_mb']:.0f} MB, inference {res['infer_images_per_s']:.2f} img/s",
+            runs = {impl: [] for impl in args.impls}
+            for repeat in range(args.repeats):
+                for impl in args.impls:
+                    cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps),
+                           "--threads", str(args.threads), "--_child", impl, str(size), device]
+                    proc = subprocess.run(cmd, capture_output=True, text=True,
+                                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                    if proc.returncode != 0:
+                        print(proc.stderr[-3000:], file=sys.stderr)
+                        return 1
+                    res = json.loads(proc.stdout.strip().splitlines()[-1])
+                    runs[impl].append(res)
+                    print(f"{device} {size:4d} {impl:4s} run {repeat + 1}/{args.repeats}: step median "
+                          f"{statistics.median(res['step_times_s']):.2f} s, peak mem {res['peak_mem_mb']:.0f} MB, "
+                          f"inference {res['infer_images_per_s']:.2f} img/s", flush=True)
+            pair = {}
+            for impl, results in runs.items():
+                steps = [t for r in results for t in r["step_times_s"]]
+                per_run = [statistics.median(r["step_times_s"]) for r in results]
+                pair[impl] = summary = {
+                    "impl": impl, "size": size, "device": device, "runs": results,
+                    "step_s": statistics.median(steps),
+                    "step_cpu_s": statistics.median(t for r in results for t in r["step_cpu_times_s"]),
+                    "run_medians_s": per_run,
+                    "peak_mem_mb": max(r["peak_mem_mb"] for r in results),
+                    "infer_images_per_s": statistics.median(r["infer_images_per_s"] for r in results),
+                }
+                summaries.append(summary)
+                print(f"{device} {size:4d} {impl:4s}: step {summary['step_s']:.2f} s (median of {len(steps)}; "
+                      f"run medians {min(per_run):.2f}-{max(per_run):.2f} s; cpu {summary['step_cpu_s']:.2f} s), "
+                      f"peak mem {summary['peak_mem_mb']:.0f} MB, inference {summary['infer_images_per_s']:.2f} img/s",
                       flush=True)
-            pair = {r["impl"]: r for r in results if r["device"] == device and r["size"] == size}
             if len(pair) == 2:
                 o, h = pair["ours"], pair["hf"]
                 print(f"{device} {size:4d} ratio ours/HF: step {o['step_s'] / h['step_s']:.2f}x, "
-                      f"cpu time {o['step_cpu_s'] / h['step_cpu_s']:.2f}x, memory {o['peak_mem_mb'] / h['peak_mem_mb']:.2f}x, "
+                      f"cpu time {o['step_cpu_s'] / h['step_cpu_s']:.2f}x, "
+                      f"memory {o['peak_mem_mb'] / h['peak_mem_mb']:.2f}x, "
                       f"inference speed {o['infer_images_per_s'] / h['infer_images_per_s']:.2f}x", flush=True)
     if args.output:
         from seg_suite.io.files import atomic_write_json
 
-        atomic_write_json(args.output, results, indent=2)
+        atomic_write_json(args.output, summaries, indent=2)
     return 0
 
 

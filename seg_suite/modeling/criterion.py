@@ -7,11 +7,17 @@ Follows ``mask2former/modeling/criterion.py`` (Cheng et al. 2022):
   ground-truth masks in the (global) batch;
 - the same losses for every auxiliary (intermediate) prediction, suffixed ``_0``, ``_1``, ...
 
-Deliberate difference (same values): all decoder layers are matched in one
-:meth:`HungarianMatcher.match_layers` call, and the mask predictions of the layers are never
-stacked into one (L, B, Q, H, W) tensor. The matched masks are gathered layer by layer and the
-point sampling runs one layer at a time, so no temporary is larger than one layer's (on CPU the
-stacked version was slower: every large temporary was freshly page-faulted).
+Deliberate differences (same values and gradients, less work):
+
+- all decoder layers are matched in one :meth:`HungarianMatcher.match_layers` call, and the mask
+  predictions of the layers are never stacked into one (L, B, Q, H, W) tensor;
+- when the decoder provides ``mask_embed`` and ``mask_features`` (it does while training, see
+  ``transformer_decoder/masked_decoder.py``), the masks of the matched queries are recomputed
+  with gradients from them, in one batched product for all layers; ``pred_masks`` are then used
+  only without gradients (matching, DropLoss). The loss only ever reads matched masks, so the
+  gradients are those of the reference, without its zero gradients for every unmatched mask;
+- the point selection runs over blocks of masks, so no temporary exceeds ~4 MB (on CPU every
+  large temporary was freshly page-faulted).
 
 Two options for training on pseudo-labels, both off by default (then the loss is exactly the
 official one):
@@ -147,6 +153,10 @@ class SetCriterion(nn.Module):
         suffixes = [f"_{i}" for i in range(len(layers) - 1)] + [""]
         pred_logits = torch.stack([o["pred_logits"] for o in layers])  # (L, B, Q, K+1)
         pred_masks = [o["pred_masks"] for o in layers]  # L x (B, Q, H, W), not stacked
+        mask_features = outputs.get("mask_features")
+        mask_embeds = None
+        if mask_features is not None and all("mask_embed" in o for o in layers):
+            mask_embeds = [o["mask_embed"] for o in layers]
         indices = self.matcher.match_layers(pred_logits, pred_masks, targets)
         num_masks = self._num_masks(targets, pred_logits.device)
 
@@ -162,7 +172,7 @@ class SetCriterion(nn.Module):
             per_layer["loss_ce"] = self._class_losses(pred_logits, targets, indices, keep)
         if "masks" in self.losses:
             per_layer["loss_mask"], per_layer["loss_dice"] = self._mask_losses(
-                pred_masks, targets, indices, num_masks)
+                pred_masks, targets, indices, num_masks, mask_embeds, mask_features)
         return {name + sfx: values[i] for name, values in per_layer.items()
                 for i, sfx in enumerate(suffixes)}
 
@@ -225,41 +235,74 @@ class SetCriterion(nn.Module):
         return loss.sum(1) / weights.sum(1)
 
     def _mask_losses(self, pred_masks: Sequence[torch.Tensor], targets: Sequence[Dict], indices: List,
-                     num_masks: float):
-        """(L,) BCE and (L,) dice per layer; ``pred_masks`` holds L (B, Q, H, W) mask-logit tensors."""
+                     num_masks: float, mask_embeds: Optional[Sequence[torch.Tensor]] = None,
+                     mask_features: Optional[torch.Tensor] = None):
+        """(L,) BCE and (L,) dice per layer.
+
+        Args:
+            pred_masks: L (B, Q, H, W) mask logits; differentiated only without ``mask_embeds``.
+            mask_embeds: L (B, Q, C) mask embeddings and ``mask_features`` (B, C, H, W): when
+                given, the matched masks are recomputed from them (the only gradient path).
+        """
         n_layers = len(pred_masks)
+        batch = len(targets)
         device = pred_masks[0].device
         offsets, total = [], 0
         for t in targets:
             offsets.append(total)
             total += len(t["labels"])
-        matched = [sum(len(src) for src, _ in layer_indices) for layer_indices in indices]
-        if total == 0 or sum(matched) == 0:
-            zero = sum(m.sum() for m in pred_masks) * 0.0  # keeps the graph connected (DDP needs every grad)
+        # Matched (layer, image, query) rows, image-major: image 0's rows of every layer first.
+        layer_idx, target_idx, per_image = [], [], []
+        for b in range(batch):
+            rows = []
+            for layer, layer_indices in enumerate(indices):
+                src, tgt = layer_indices[b]
+                if len(src):
+                    rows.append((layer, src.to(device)))
+                    layer_idx.append(torch.full((len(src),), layer, dtype=torch.int64))
+                    target_idx.append(tgt + offsets[b])
+            per_image.append(rows)
+        if total == 0 or not layer_idx:
+            # Zero losses that keep every output in the graph (DDP needs every gradient).
+            graph = mask_embeds + [mask_features] if mask_embeds is not None else pred_masks
+            zero = sum(t.sum() for t in graph) * 0.0
             return zero.expand(n_layers), zero.expand(n_layers)
+        layer_idx = torch.cat(layer_idx).to(device)
+        target_idx = torch.cat(target_idx).to(device)
+        if mask_embeds is not None:
+            height, width = mask_features.shape[-2:]
+            embeds = [torch.cat([mask_embeds[layer][b, src] for layer, src in rows]) if rows
+                      else mask_features.new_zeros(0, mask_features.shape[1]) for b, rows in enumerate(per_image)]
+            longest = max(len(e) for e in embeds)
+            padded = torch.stack([F.pad(e, (0, 0, 0, longest - len(e))) for e in embeds])  # (B, R, C)
+            masks = torch.bmm(padded, mask_features.flatten(2))  # one product for every layer
+            keep = torch.cat([torch.arange(len(e), device=device) + b * longest for b, e in enumerate(embeds)])
+            src_masks = masks.view(batch * longest, height, width)[keep]
+        else:
+            src_masks = torch.cat([pred_masks[layer][b, src] for b, rows in enumerate(per_image)
+                                   for layer, src in rows])
+        src_masks = _upcast(src_masks)[:, None]  # (N, 1, H, W)
         all_targets = _pad_and_cat([t["masks"].to(device=device, dtype=torch.float32) for t in targets])
-        bce, dice = [], []
-        for layer, layer_indices in enumerate(indices):
-            if matched[layer] == 0:
-                zero = pred_masks[layer].sum() * 0.0
-                bce.append(zero)
-                dice.append(zero)
-                continue
-            batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(layer_indices)]).to(device)
-            query_idx = torch.cat([src for src, _ in layer_indices]).to(device)
-            target_idx = torch.cat([tgt + offsets[b] for b, (_, tgt) in enumerate(layer_indices)]).to(device)
-            # Normalised coordinates make prediction and target resolutions irrelevant.
-            src_masks = _upcast(pred_masks[layer][batch_idx, query_idx])[:, None]  # (T_l, 1, H, W)
-            with torch.no_grad():
-                coords = get_uncertain_point_coords_with_randomness(
-                    src_masks, calculate_uncertainty, self.num_points, self.oversample_ratio,
+        # Normalised coordinates make prediction and target resolutions irrelevant.
+        n_rows = len(src_masks)
+        coords = src_masks.new_empty(n_rows, self.num_points, 2)
+        point_labels = src_masks.new_empty(n_rows, self.num_points)
+        per_row = max(all_targets[0].numel(), int(self.num_points * self.oversample_ratio) * 2)
+        block = max(1, min(n_rows, (1 << 20) // per_row))  # temporaries of at most ~4 MB
+        with torch.no_grad():
+            for start in range(0, n_rows, block):
+                part = slice(start, start + block)
+                coords[part] = get_uncertain_point_coords_with_randomness(
+                    src_masks[part].detach(), calculate_uncertainty, self.num_points, self.oversample_ratio,
                     self.importance_sample_ratio)
-                point_labels = point_sample(all_targets[target_idx][:, None].to(src_masks.dtype), coords,
-                                            align_corners=False).squeeze(1)
-            point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
-            bce.append(F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1).sum())
-            dice.append(_per_mask_dice(point_logits, point_labels).sum())
-        return torch.stack(bce) / num_masks, torch.stack(dice) / num_masks
+                point_labels[part] = point_sample(all_targets[target_idx[part]][:, None].to(src_masks.dtype),
+                                                  coords[part], align_corners=False).squeeze(1)
+        point_logits = point_sample(src_masks, coords, align_corners=False).squeeze(1)
+        bce = F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="none").mean(1)
+        dice = _per_mask_dice(point_logits, point_labels)
+        zeros = point_logits.new_zeros(n_layers)
+        return (zeros.index_add(0, layer_idx, bce) / num_masks,
+                zeros.index_add(0, layer_idx, dice) / num_masks)
 
     def extra_repr(self) -> str:
         text = (f"num_classes={self.num_classes}, eos_coef={self.eos_coef}, losses={self.losses}, "

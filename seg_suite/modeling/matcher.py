@@ -10,9 +10,9 @@ Differences from the reference, none of which changes the cost:
   negative products: BCE(x, 1) = softplus(x) - x and BCE(x, 0) = softplus(x).
 - :meth:`HungarianMatcher.match_layers` matches all decoder layers in one call with one host
   transfer per image; the reference calls the matcher once per layer. Each (layer, image) still
-  gets its own random points, and the costs are computed one (layer, image) at a time so the
-  temporaries stay at (Q, P) (5 MB at the official sizes): stacking all layers made tensors of
-  100 MB, slower on CPU because each was freshly page-faulted and left the caches.
+  gets its own random points. The costs are computed one layer at a time, so the temporaries stay
+  at (B, Q, P) (10 MB at the official sizes): stacking all layers made tensors of 100 MB, slower
+  on CPU because each was freshly page-faulted and left the caches.
 """
 
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -105,25 +105,26 @@ class HungarianMatcher(nn.Module):
         n_layers, batch, n_queries = pred_logits.shape[:3]
         device = pred_logits.device
         probs = pred_logits.float().softmax(-1)
-        costs = []
-        for b, target in enumerate(targets):
-            labels = target["labels"]
-            if labels.numel() == 0:
-                costs.append(probs.new_zeros(n_layers, n_queries, 0))
-                continue
-            tgt = target["masks"].to(device=device, dtype=torch.float32)[None]  # (1, T, Ht, Wt)
-            per_layer = []
-            for layer in range(n_layers):
-                # All queries of a (layer, image) share the same points, as in the reference.
-                points = (coords[layer, b] if coords is not None
-                          else torch.rand(self.num_points, 2, device=device))[None]
-                logits = point_sample(pred_masks[layer][b:b + 1].float(), points, align_corners=False)[0]
-                tgt_points = point_sample(tgt, points, align_corners=False)[0]  # (T, P)
-                per_layer.append(self.cost_mask * batch_sigmoid_ce_cost(logits, tgt_points)
-                                 + self.cost_dice * batch_dice_cost(logits, tgt_points)
-                                 - self.cost_class * probs[layer, b][:, labels])
-            costs.append(torch.stack(per_layer))
-        return costs
+        # Targets as float maps, once per image (not once per layer as in the reference).
+        tgt_maps = [t["masks"].to(device=device, dtype=torch.float32)[None] if t["labels"].numel() else None
+                    for t in targets]
+        per_image: List[List[torch.Tensor]] = [[] for _ in targets]
+        for layer in range(n_layers):
+            # All queries of a (layer, image) share the same points, as in the reference. The
+            # images of a layer are sampled in one call: grid_sample parallelises over the batch.
+            points = coords[layer] if coords is not None else torch.rand(batch, self.num_points, 2, device=device)
+            pred_points = point_sample(pred_masks[layer].float(), points, align_corners=False)  # (B, Q, P)
+            for b, target in enumerate(targets):
+                labels = target["labels"]
+                if labels.numel() == 0:
+                    per_image[b].append(probs.new_zeros(n_queries, 0))
+                    continue
+                tgt_points = point_sample(tgt_maps[b], points[b:b + 1], align_corners=False)[0]  # (T, P)
+                logits = pred_points[b]
+                per_image[b].append(self.cost_mask * batch_sigmoid_ce_cost(logits, tgt_points)
+                                    + self.cost_dice * batch_dice_cost(logits, tgt_points)
+                                    - self.cost_class * probs[layer, b][:, labels])
+        return [torch.stack(costs) for costs in per_image]
 
     @torch.no_grad()
     def match_layers(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor,

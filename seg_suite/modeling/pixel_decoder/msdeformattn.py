@@ -212,10 +212,11 @@ class MSDeformAttnPixelDecoder(nn.Module):
             and a list of three maps coarse to fine (1/32, 1/16, 1/8) of conv_dim channels.
         """
         srcs, pos = [], []
-        # The deformable encoder runs in fp32 (as the reference), also under autocast.
+        # The deformable encoder runs in fp32 (as the reference), also under autocast; float64
+        # (gradient checks) stays float64.
         with torch.autocast(device_type=_device_type(features), enabled=False):
             for idx, name in enumerate(self.transformer_in_features[::-1]):
-                x = features[name].float()
+                x = _at_least_fp32(features[name])
                 srcs.append(self.input_proj[idx](x))
                 pos.append(self.pe_layer(x))
             memory, shapes, _ = self.transformer(srcs, pos)
@@ -223,12 +224,16 @@ class MSDeformAttnPixelDecoder(nn.Module):
             out = [z.transpose(1, 2).reshape(batch, -1, h, w)
                    for z, (h, w) in zip(memory.split([h * w for h, w in shapes], dim=1), shapes)]
             for idx, name in enumerate(self.in_features[: self.num_fpn_levels][::-1]):
-                lateral = self.lateral_convs[idx](features[name].float())
+                lateral = self.lateral_convs[idx](_at_least_fp32(features[name]))
                 fused = lateral + F.interpolate(out[-1], size=lateral.shape[-2:], mode="bilinear",
                                                 align_corners=False)
                 out.append(self.output_convs[idx](fused))
             multi_scale = out[: self.maskformer_num_feature_levels]
             return self.mask_features(out[-1]), out[0], multi_scale
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _device_type(features: Dict[str, torch.Tensor]) -> str:
