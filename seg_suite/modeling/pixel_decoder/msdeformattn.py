@@ -45,8 +45,7 @@ class MSDeformAttnTransformerEncoderLayer(nn.Module):
         """src, pos: (N, S, C); reference_points: (N, S, L, 2) -> (N, S, C)."""
         attended = self.self_attn(src + pos, reference_points, src, spatial_shapes, None, padding_mask)
         src = self.norm1(src + self.dropout1(attended))
-        # In place: linear1 keeps its input, not its output, for the backward.
-        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src), inplace=True)))
+        ffn = self.linear2(self.dropout2(F.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
