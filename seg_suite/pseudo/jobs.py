@@ -50,8 +50,9 @@ class Job(abc.ABC):
     def process(self, batch: list[Any]) -> list[dict | ItemError]:
         """See the runner's module docstring."""
 
+    @abc.abstractmethod
     def finalize(self, records: list[dict], info: dict) -> Any:
-        raise NotImplementedError
+        """The job's output object from all records (see the runner's module docstring)."""
 
     def write_output(self, path: Path, final: Any) -> None:
         atomic_write_json(path, final)
