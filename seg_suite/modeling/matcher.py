@@ -127,7 +127,7 @@ class HungarianMatcher(nn.Module):
         return [torch.stack(costs) for costs in per_image]
 
     @torch.no_grad()
-    def match_layers(self, pred_logits: torch.Tensor, pred_masks: torch.Tensor,
+    def match_layers(self, pred_logits: torch.Tensor, pred_masks: Sequence[torch.Tensor],
                      targets: Sequence[Dict], coords: Optional[torch.Tensor] = None) -> List[Indices]:
         """Match every decoder layer: see :meth:`cost_matrices` for shapes.
 

@@ -18,9 +18,10 @@ Training outputs (same losses and gradients, less work): while gradients are on 
 neither of which is differentiated) and the outputs also carry each layer's ``mask_embed`` (B, Q,
 C) and the shared ``mask_features`` (B, C, H, W). The criterion rebuilds, with gradients, only
 the masks of the queries it matched (about 5 of 100 per image). The reference differentiates
-every query's full-resolution mask, whose gradient is zero for every unmatched query: the
-backward of the per-layer mask products and the zero-filled (B, Q, H, W) gradients were 8% of a
-CPU train step at 256x256 and 7% at 512x512.
+every query's full-resolution mask, whose gradient is zero for every unmatched query. In CPU
+profiles the backward of those per-layer mask products and the zero-filled (B, Q, H, W)
+gradients took about 7% of a train step at 512x512 (0.67 of 9.7 s); paired runs could not
+resolve the gain at 256x256, where runs vary by +-10%.
 """
 
 from typing import Dict, List, Optional, Tuple
