@@ -15,6 +15,11 @@ ours through seg_suite.engine.optimizer.build_optimizer (backbone multiplier inc
 Inference is one image at a time with panoptic post-processing (ours: the model's panoptic output
 only; Transformers: its image processor's ``post_process_panoptic_segmentation``).
 
+On CPU our linear layers run on oneDNN by default (seg_suite/modeling/linear.py: MKL, which
+``F.linear`` uses, took its slower path on the AMD machine these figures come from);
+``--cpu-linear aten`` times our model with ``F.linear`` everywhere, as Transformers runs, which
+separates the model's own gains from that kernel choice.
+
 Each (implementation, size, repeat) runs in its own subprocess, so the peak resident memory of one
 does not hide the other's. Memory is the process's peak RSS on CPU and ``max_memory_allocated`` on
 GPU. The two implementations alternate (ours, HF, ours, HF, ...) ``--repeats`` times, so a slow
@@ -24,7 +29,7 @@ lot from step to step (fresh memory pages for the activations), so use at least 
 repeats before reading a ratio.
 
 Usage: tools/benchmark_model.py [--sizes 256 512] [--steps 10] [--repeats 3] [--device cpu|cuda]
-       [--threads N]
+       [--threads N] [--cpu-linear onednn|aten]
 Transformers is the optional extra ``bench`` (``pip install -e .[bench]``).
 """
 
@@ -182,6 +187,7 @@ def run_one(impl: str, size: int, steps: int, device: str) -> dict:
         infer_s = (time.perf_counter() - t0) / steps
     return {
         "impl": impl, "size": size, "device": device, "threads": torch.get_num_threads(),
+        "cpu_linear": os.environ.get("SEG_SUITE_CPU_LINEAR", "onednn") if impl == "ours" else "aten",
         "step_times_s": times, "step_cpu_times_s": cpu_times,
         "peak_mem_mb": peak, "mem_before_steps_mb": rss_before if device == "cpu" else 0.0,
         "infer_images_per_s": 1.0 / infer_s,
@@ -201,6 +207,10 @@ def main(argv=None) -> int:
                         help="default: cpu, plus cuda when a GPU is present")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch CPU threads; 0 keeps torch's default (one per core)")
+    parser.add_argument("--cpu-linear", choices=["onednn", "aten"], default="onednn",
+                        help="how our model computes float32 linear layers on CPU: onednn (the default, "
+                             "see seg_suite/modeling/linear.py) or aten (F.linear, MKL in the official "
+                             "wheels, as Transformers does); sets SEG_SUITE_CPU_LINEAR for our runs")
     parser.add_argument("--impls", nargs="+", default=["ours", "hf"], choices=["ours", "hf"],
                         help="implementations to run (default: both)")
     parser.add_argument("--output", help="also write the results as JSON here")
@@ -234,7 +244,8 @@ def main(argv=None) -> int:
                 for impl in args.impls:
                     cmd = [sys.executable, os.path.abspath(__file__), "--steps", str(args.steps),
                            "--threads", str(args.threads), "--_child", impl, str(size), device]
-                    proc = subprocess.run(cmd, capture_output=True, text=True,
+                    env = dict(os.environ, SEG_SUITE_CPU_LINEAR=args.cpu_linear)
+                    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
                                           cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
                     if proc.returncode != 0:
                         print(proc.stderr[-3000:], file=sys.stderr)

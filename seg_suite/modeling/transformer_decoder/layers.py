@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from seg_suite.modeling.linear import Linear, linear
+
 
 class MultiheadAttention(nn.Module):
     """Multi-head attention with ``nn.MultiheadAttention``'s parameter layout.
@@ -30,7 +32,7 @@ class MultiheadAttention(nn.Module):
         self.dropout = dropout
         self.in_proj_weight = nn.Parameter(torch.empty(3 * embed_dim, embed_dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * embed_dim))
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = Linear(embed_dim, embed_dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
         nn.init.constant_(self.out_proj.bias, 0.0)
 
@@ -50,9 +52,9 @@ class MultiheadAttention(nn.Module):
         b_q, b_k, b_v = self.in_proj_bias.split(c)
         b, lq, _ = query.shape
         heads, dh = self.num_heads, c // self.num_heads
-        q = F.linear(query, w_q, b_q).view(b, lq, heads, dh).transpose(1, 2)
-        k = F.linear(key, w_k, b_k).view(b, -1, heads, dh).transpose(1, 2)
-        v = F.linear(value, w_v, b_v).view(b, -1, heads, dh).transpose(1, 2)
+        q = linear(query, w_q, b_q).view(b, lq, heads, dh).transpose(1, 2)
+        k = linear(key, w_k, b_k).view(b, -1, heads, dh).transpose(1, 2)
+        v = linear(value, w_v, b_v).view(b, -1, heads, dh).transpose(1, 2)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, c))
@@ -113,9 +115,9 @@ class FFNLayer(nn.Module):
     def __init__(self, d_model: int, dim_feedforward: int = 2048, dropout: float = 0.0,
                  normalize_before: bool = False):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear1 = Linear(d_model, dim_feedforward)
         self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.linear2 = Linear(dim_feedforward, d_model)
         self.norm = nn.LayerNorm(d_model)
         self.normalize_before = normalize_before
         _xavier_all_matrices(self)
@@ -133,7 +135,7 @@ class MLP(nn.Module):
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int):
         super().__init__()
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, layer in enumerate(self.layers):

@@ -31,6 +31,7 @@ from detectron2.config import configurable
 from torch import nn
 from torch.nn import functional as F
 
+from seg_suite.modeling.linear import Linear
 from seg_suite.modeling.position_encoding import PositionEmbeddingSine
 from seg_suite.modeling.transformer_decoder.build import TRANSFORMER_DECODER_REGISTRY
 from seg_suite.modeling.transformer_decoder.layers import (
@@ -113,7 +114,7 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
                 self.input_proj.append(proj)
             else:
                 self.input_proj.append(nn.Sequential())
-        self.class_embed = nn.Linear(hidden_dim, num_classes + 1)
+        self.class_embed = Linear(hidden_dim, num_classes + 1)
         self.mask_embed = MLP(hidden_dim, hidden_dim, mask_dim, 3)
 
     @classmethod
