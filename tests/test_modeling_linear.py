@@ -1,5 +1,9 @@
 """The oneDNN route of seg_suite.modeling.linear against F.linear."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -70,3 +74,13 @@ def test_module_keeps_nn_linear_state_dict():
     layer.load_state_dict(plain.state_dict())
     x = torch.randn(5, 16)
     assert torch.equal(layer(x), plain(x))  # small input: F.linear itself
+
+
+def test_environment_switch():
+    code = "import seg_suite.modeling.linear as m; print(m.onednn_linear_enabled())"
+    for value, expected in (("aten", "False"), ("ONEDNN", "True"), ("bogus", "True")):
+        env = dict(os.environ, SEG_SUITE_CPU_LINEAR=value)
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert proc.stdout.strip().splitlines()[-1] == expected
+        # A wrong value is a warning naming the choices, not a traceback.
+        assert ("is not one of onednn, aten" in proc.stderr) == (value == "bogus")
