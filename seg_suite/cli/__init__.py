@@ -14,7 +14,7 @@ import pkgutil
 import sys
 
 from seg_suite import __version__
-from seg_suite.errors import UserError
+from seg_suite.errors import EXIT_USER_ERROR, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,19 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns its exit code (the table is in the README and seg_suite.errors)."""
+    from seg_suite import signals
+
+    signals.install()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()
-        return 2
+        return EXIT_USER_ERROR
     try:
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue where it stopped", file=sys.stderr)
-        return 130
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        print(f"stopped ({'SIGTERM' if isinstance(err, signals.Terminated) else 'interrupted'}); finished work "
+              f"is kept: rerun the same command with --resume to continue", file=sys.stderr)
+        return signals.exit_code(err)
 
 
 if __name__ == "__main__":  # pragma: no cover

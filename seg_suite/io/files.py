@@ -1,12 +1,20 @@
 """Atomic file writes: a reader never sees a partial output file.
 
 Each writer goes to a temporary file in the destination folder, fsyncs it and renames it
-over the destination (``os.replace`` is atomic on POSIX within one filesystem).
+over the destination (``os.replace`` is atomic on POSIX within one filesystem). The final file
+gets the mode a plain ``open()`` would give under the user's umask (``mkstemp`` alone gives
+0600, which hides results from the rest of a group on a shared cluster).
+
+A destination that cannot be written (read-only file system, full disk, missing permission, a
+folder that is a file) is a :class:`~seg_suite.errors.UserError` naming the path and the reason,
+never a half-written file. :func:`check_writable_dir` finds the same problems before a long run
+starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -18,25 +26,77 @@ import numpy as np
 from seg_suite.errors import UserError
 
 
+# errno values that mean "this place cannot be written", a user's problem rather than a bug.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+               errno.EISDIR, errno.EEXIST, errno.EFBIG, errno.ENAMETOOLONG, errno.ELOOP, errno.ENOENT,
+               errno.EINVAL, errno.ENXIO, errno.ENODEV}
+
+
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def cannot_write(path: str | os.PathLike, err: OSError) -> UserError:
+    """The one-line UserError for an OSError met while writing ``path``."""
+    reason = err.strerror or str(err) or type(err).__name__
+    return UserError(f"cannot write {path}: {reason}; choose an output location you can write to"
+                     + (" and free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success it replaces ``path`` atomically.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. An OSError
+    that means the place cannot be written becomes a one-line UserError.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except OSError as err:
+        _discard(tmp)
+        if err.errno in _UNWRITABLE:
+            raise cannot_write(path, err) from None
         raise
+    except BaseException:
+        _discard(tmp)
+        raise
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def check_writable_dir(folder: str | os.PathLike, what: str = "output folder") -> Path:
+    """Create ``folder`` if needed and prove it takes a file; one-line UserError if it cannot.
+
+    Call it where a command starts, so that an unwritable output fails in a second, not after
+    hours of work.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".seg_suite-write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        if err.errno in _UNWRITABLE:
+            raise UserError(f"cannot write to the {what} {folder}: {err.strerror or err}; "
+                            f"choose a location you can write to") from None
+        raise
+    return folder
 
 
 def json_default(obj: Any) -> Any:
