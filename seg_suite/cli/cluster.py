@@ -87,13 +87,27 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def check_output_file(output: str, what: str = "--output") -> None:
+    """Refuse, before any work, an output file that is a folder or lies where nothing can be written."""
+    from pathlib import Path
+
+    from seg_suite.errors import UserError
+    from seg_suite.io.files import check_writable_dir
+
+    if Path(output).is_dir():
+        raise UserError(f"{what} {output} is a folder; give a file name in it (e.g. {Path(output) / 'out.json'})")
+    check_writable_dir(Path(output).parent, f"folder of {what}")
+
+
 def run(args) -> int:
     import sys
 
+    from seg_suite.errors import EXIT_ITEMS_FAILED, EXIT_OK
     from seg_suite.pseudo.cluster import cluster_mask_file
 
     kwargs = _common.run_kwargs(args)
     clusterer, reused = clusterer_from_args(args)
+    check_output_file(args.output)
     result = cluster_mask_file(
         args.input_json, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
         input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
@@ -103,7 +117,12 @@ def run(args) -> int:
               f"<OUT>.features.json <the shard files>` and rerun this command with --resume (no shard flags) "
               f"to cluster", file=sys.stderr)
         return 0
-    _common.print_summary(result["features"])
+    code = _common.print_summary(result["features"]) or EXIT_OK
+    if not result["clustered"]:
+        if code == EXIT_OK:  # the summary has not said so already
+            print(f"error: no image could be read, so nothing was clustered and {args.output} was not written; "
+                  f"the reasons are in {result['features'].failures}", file=sys.stderr)
+        return EXIT_ITEMS_FAILED
     print(f"wrote {args.output}: {result['num_masks']} masks in {result['num_clusters']} clusters "
           f"({result['non_empty']} non-empty, largest {result['largest']})", file=sys.stderr)
-    return 0
+    return code

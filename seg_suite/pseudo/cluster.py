@@ -36,9 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.io.coco import read_coco
 from seg_suite.io.files import atomic_write_json
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
-from seg_suite.io.masks import mask_to_bbox, rle_to_mask
+from seg_suite.io.masks import MaskFormatError, mask_to_bbox, rle_to_mask
+from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import ItemError, Job
 from seg_suite.pseudo.kmeans import DEFAULT_N_CLUSTERS, MaskClusterer  # noqa: F401 - re-exported
@@ -57,44 +59,75 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def load_coco(path: str | os.PathLike) -> dict:
-    """A COCO instance file as a dict, with a one-line error for a missing or broken file."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            coco = json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"annotation file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read annotation file {path}: {err}") from None
-    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not isinstance(
-            coco.get("annotations"), list):
-        raise UserError(f"{path} is not a COCO instance file (it needs 'images' and 'annotations' lists)")
+# Every COCO file is read through the one checked reader; the old name stays importable.
+load_coco = read_coco
+
+
+def check_mask_file(coco: dict, path: str | os.PathLike) -> dict:
+    """Refuse (one line) a COCO file whose annotations cannot each get a feature: an id and a segmentation."""
+    for ann in coco["annotations"]:
+        if "id" not in ann or ann.get("segmentation") is None:
+            raise UserError(f"{path}: annotation {ann.get('id')} of image {ann['image_id']} lacks an 'id' or a "
+                            f"'segmentation'; every mask needs both to be clustered")
     return coco
 
 
 def image_items(coco: dict, image_root: str | os.PathLike) -> list[WorkItem]:
-    """One runner work item per image of ``coco``: key = ``file_name``, path under ``image_root``."""
+    """One runner work item per image of ``coco``: key = ``file_name``, path under ``image_root``.
+
+    A ``file_name`` that leaves ``image_root`` (absolute, or ``..`` above it) still becomes an item,
+    with its path left unjoined: the job's ``prepare`` refuses it through :func:`checked_path`, so
+    it is listed with the reason among the failures and never opened.
+    """
     root = Path(image_root)
     if not root.is_dir():
         raise UserError(f"image folder not found: {image_root}")
     items = {}
     for im in coco["images"]:
-        items[im["file_name"]] = WorkItem(im["file_name"], str(root / im["file_name"]))
+        name = im["file_name"]
+        try:
+            path = str(resolve_under(root, name, "file_name"))
+        except PathEscapeError:
+            path = name
+        items[name] = WorkItem(name, path)
     if not items:
         raise UserError("the annotation file lists no images")
     return sorted(items.values())
 
 
+def checked_path(item: WorkItem) -> str:
+    """``item.path`` for an item of :func:`image_items`; ItemError when its key leaves the image root."""
+    try:
+        safe_relative(item.key, "file_name")
+    except PathEscapeError as err:
+        raise ItemError(str(err)) from None
+    return item.path
+
+
 def annotations_by_file(coco: dict) -> dict[str, list[dict]]:
-    """file_name -> that image's annotations (with the image's height/width attached)."""
+    """file_name -> that image's annotations (with the image's height/width attached, None if not given)."""
     by_id = {im["id"]: im for im in coco["images"]}
     out: dict[str, list[dict]] = {im["file_name"]: [] for im in coco["images"]}
     for ann in coco["annotations"]:
         im = by_id.get(ann["image_id"])
         if im is None:
             continue
-        out[im["file_name"]].append({**ann, "_h": im["height"], "_w": im["width"]})
+        out[im["file_name"]].append({**ann, "_h": im.get("height"), "_w": im.get("width")})
     return out
+
+
+def decode_item_masks(key: str, anns: list[dict], h: int, w: int) -> list[np.ndarray]:
+    """The masks of one image's annotations at its true size ``h`` x ``w``; ItemError with the reason
+    for an annotation of another size or a segmentation that cannot be decoded safely."""
+    masks = []
+    for ann in anns:
+        if ann["_h"] is not None and (ann["_h"], ann["_w"]) != (h, w):
+            raise ItemError(f"annotation {ann.get('id')} is for a {ann['_w']}x{ann['_h']} image, the file is {w}x{h}")
+        try:
+            masks.append(rle_to_mask(ann.get("segmentation"), h, w))
+        except MaskFormatError as err:
+            raise ItemError(f"annotation {ann.get('id')} of {key}: {err}") from None
+    return masks
 
 
 class BackboneJob(Job):
@@ -248,13 +281,10 @@ class MaskFeatureJob(BackboneJob):
 
     def prepare(self, item: WorkItem):
         anns = self._annotations_for(item.key)
-        image = load_image(item.path, max_pixels=self.max_pixels)
+        image = load_image(checked_path(item), max_pixels=self.max_pixels)
         h, w = image.shape[:2]
         masks, ids = [], []
-        for ann in anns:
-            if (ann["_h"], ann["_w"]) != (h, w):
-                raise ItemError(f"annotation {ann['id']} is for a {ann['_w']}x{ann['_h']} image, the file is {w}x{h}")
-            mask = rle_to_mask(ann["segmentation"], h, w)
+        for ann, mask in zip(anns, decode_item_masks(item.key, anns, h, w)):
             if mask.any():  # an empty mask has no feature; it is left out (and unclustered)
                 masks.append(mask)
                 ids.append(int(ann["id"]))
@@ -371,7 +401,7 @@ def extract_mask_features(annotations, image_root, output, *, backbone: str, mod
     """
     from seg_suite.pseudo.runner import run_job
 
-    coco = load_coco(annotations)
+    coco = check_mask_file(read_coco(annotations), annotations)
     job = MaskFeatureJob(annotations, output, backbone, mode=mode, input_size=input_size, weights=weights,
                          device=device, random_init=random_init, max_pixels=max_pixels).load()
     summary = run_job(job, image_items(coco, image_root), output, **run_kwargs)
@@ -420,8 +450,9 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
 
     Writes ``output`` (category = cluster id 1..K), ``<stem>.centroids.npy`` (when ``fit``) and
     ``<stem>.features.json/.npy``. ``fit=False`` uses ``clusterer``'s given centres (e.g.
-    :meth:`MaskClusterer.from_centers`). Returns a short summary, or None for a shard of a sharded
-    run (merge the feature shards, then call again with ``resume=True``).
+    :meth:`MaskClusterer.from_centers`). Returns a short summary (``clustered`` False, and nothing
+    written but the features, when no image could be read), or None for a shard of a sharded run
+    (merge the feature shards, then call again with ``resume=True``).
     """
     from seg_suite.io.files import atomic_write
 
@@ -433,6 +464,10 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
     shard = run_kwargs.get("shard")
     if shard is not None and shard.num_shards > 1:
         return None
+    if not summary.skipped and summary.num_items and summary.num_failed >= summary.num_items:
+        # every image failed (reasons in the failures file): nothing to cluster, and no output
+        return {"features": summary, "clustered": False, "num_masks": 0, "num_clusters": clusterer.n_clusters,
+                "non_empty": 0, "largest": 0}
     feats, ann_ids, index = load_features(feat_index)
     centroids = out.with_name(out.stem + ".centroids.npy")
     if fit:
@@ -449,5 +484,5 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
             np.save(fh, clusterer.cluster_centers_)
     atomic_write_json(out, coco)
     sizes = np.bincount(labels, minlength=clusterer.n_clusters)
-    return {"features": summary, "num_masks": int(len(labels)), "num_clusters": clusterer.n_clusters,
+    return {"features": summary, "clustered": True, "num_masks": int(len(labels)), "num_clusters": clusterer.n_clusters,
             "non_empty": int((sizes > 0).sum()), "largest": int(sizes.max()) if len(sizes) else 0}

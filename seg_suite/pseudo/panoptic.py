@@ -22,7 +22,10 @@ synthetic set (``seg_suite.data.synthetic``), so the result registers like it::
     ROOT/annotations/instances_SPLIT.json    the visible thing segments as COCO instances
     ROOT/images/SPLIT -> the image folder    a symlink, made when absent
 
-``<name>`` is the image's ``file_name`` with a ``.png`` suffix (sub-folders kept). Never imports detectron2.
+``<name>`` is the image's ``file_name`` with a ``.png`` suffix (sub-folders kept). A ``file_name``
+that leaves the image root, the stuff folder or the output folders fails its image (listed in
+the failures with the reason); so does a mask that does not fit its image, checked before it is
+decoded. Never imports detectron2.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ import numpy as np
 
 from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write_json, atomic_write_png
-from seg_suite.io.masks import mask_to_bbox, mask_to_rle, rle_to_mask
-from seg_suite.pseudo.cluster import annotations_by_file, file_sha256, load_coco
+from seg_suite.io.masks import mask_to_bbox, mask_to_rle
+from seg_suite.io.paths import PathEscapeError, output_path_under, resolve_under, safe_relative
+from seg_suite.pseudo.cluster import annotations_by_file, checked_path, decode_item_masks, file_sha256, load_coco
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import ItemError, Job
 
@@ -183,41 +187,53 @@ class PanopticJob(Job):
             raise ItemError(f"{item.key} is not in {self.instances}")
         from PIL import Image
 
-        with Image.open(item.path) as im:  # only the size is needed
-            w, h = im.size
+        path = checked_path(item)
+        try:
+            name = safe_relative(item.key, "file_name").with_suffix(".png").as_posix()
+            # decided here, so that a name leading out of an output folder fails this item before any write
+            dests = (output_path_under(self.root / "panoptic" / self.split, name, "file_name"),
+                     output_path_under(self.root / "semantic" / self.split, name, "file_name"))
+        except PathEscapeError as err:
+            raise ItemError(str(err)) from None
+        try:
+            with Image.open(path) as im:  # only the size is needed
+                w, h = im.size
+        except (OSError, Image.DecompressionBombError) as err:
+            raise ItemError(f"cannot read image {path} ({err})") from None
         instances = []
-        for ann in anns:
-            if (ann["_h"], ann["_w"]) != (h, w):
-                raise ItemError(f"annotation {ann['id']} is for a {ann['_w']}x{ann['_h']} image, the file is {w}x{h}")
-            instances.append((rle_to_mask(ann["segmentation"], h, w), int(ann["category_id"]),
-                              float(ann.get("score", 1.0))))
+        for ann, mask in zip(anns, decode_item_masks(item.key, anns, h, w)):
+            cat = ann.get("category_id")
+            if not (isinstance(cat, int) and not isinstance(cat, bool) and 1 <= cat <= self.num_things):
+                raise ItemError(f"annotation {ann.get('id')} has category {ann.get('category_id')!r}, not a "
+                                f"thing id 1..{self.num_things}")
+            instances.append((mask, int(ann["category_id"]), float(ann.get("score", 1.0))))
         stuff = None
         if self.stuff_dir is not None:
-            path = self.stuff_dir / png_name(item.key)
+            stuff_path = resolve_under(self.stuff_dir, name, "file_name")
             try:
-                with Image.open(path) as im:
+                with Image.open(stuff_path) as im:
+                    if im.size != (w, h):  # before decoding: a map of the wrong size is refused unread
+                        raise ItemError(f"stuff map {stuff_path} is {im.size[0]}x{im.size[1]}, the image {w}x{h}")
                     stuff = np.asarray(im)
-            except OSError as err:
-                raise ItemError(f"stuff map {path} cannot be read ({err})") from None
+            except (OSError, Image.DecompressionBombError) as err:
+                raise ItemError(f"stuff map {stuff_path} cannot be read ({err})") from None
             if stuff.shape != (h, w):
-                raise ItemError(f"stuff map {path} is {stuff.shape[1::-1]}, the image {w}x{h}")
+                raise ItemError(f"stuff map {stuff_path} is {stuff.shape[1::-1]}, the image {w}x{h}")
             bad = (stuff != STUFF_IGNORE) & (stuff >= self.num_stuff)
             if bad.any():
-                raise ItemError(f"stuff map {path} holds cluster {int(stuff[bad].max())} "
+                raise ItemError(f"stuff map {stuff_path} holds cluster {int(stuff[bad].max())} "
                                 f"but --num-stuff is {self.num_stuff}")
-        return item.key, (h, w), instances, stuff
+        return item.key, (h, w), instances, stuff, name, dests
 
     def process(self, batch):
         from seg_suite.io.panoptic import id_to_rgb
 
         records = []
-        for key, (h, w), instances, stuff in batch:
+        for key, (h, w), instances, stuff, name, (pan_path, sem_path) in batch:
             ids, segments = assemble_panoptic([(m, c) for m, c, _ in instances], stuff, self.num_things,
                                               self.num_stuff, self.max_overlap, shape=(h, w))
-            name = png_name(key)
-            atomic_write_png(self.root / "panoptic" / self.split / name, id_to_rgb(ids))
-            atomic_write_png(self.root / "semantic" / self.split / name,
-                             semantic_from_panoptic(ids, segments, self.num_things + self.num_stuff))
+            atomic_write_png(pan_path, id_to_rgb(ids))
+            atomic_write_png(sem_path, semantic_from_panoptic(ids, segments, self.num_things + self.num_stuff))
             things = []
             for seg in segments:
                 if seg["isthing"]:
@@ -226,7 +242,8 @@ class PanopticJob(Job):
                                    "area": seg["area"], "bbox": seg["bbox"], "iscrowd": 0,
                                    "score": instances[seg.pop("source")][2]})
             records.append({"image": {"file_name": key, "width": w, "height": h},
-                            "panoptic": {"file_name": name, "segments_info": segments}, "instances": things})
+                            "panoptic": {"file_name": name, "segments_info": segments},
+                            "instances": things})
         return records
 
     def finalize(self, records: list[dict], info: dict) -> dict:

@@ -28,9 +28,11 @@ import numpy as np
 from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write_png
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
+from seg_suite.io.paths import PathEscapeError, output_path_under
 from seg_suite.pseudo.cluster import (BackboneJob, _atomic_save, _part_name, file_sha256, parts_dir,
                                       resize_to_grid, write_feature_parts)
 from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.jobs import ItemError
 from seg_suite.pseudo.panoptic import png_name
 
 DEFAULT_NUM_STUFF = 27  # STEGO / U2Seg: COCO-Stuff-27
@@ -194,10 +196,15 @@ class StuffAssignJob(_GridJob):
         cent = torch.from_numpy(self.centroids)
         records = []
         for key, image in batch:
+            name = png_name(key)
+            try:  # a listed input outside the input root ("../x.png") must not write outside out_dir
+                dest = output_path_under(self.out_dir, name, "stuff map name")
+            except PathEscapeError as err:
+                records.append(ItemError(str(err)))
+                continue
             h, w = image.shape[:2]
             labels = assign_stuff(self.grid(image), cent, (h, w), image, self.crf)
-            name = png_name(key)
-            atomic_write_png(self.out_dir / name, labels)
+            atomic_write_png(dest, labels)
             counts = np.bincount(labels.ravel(), minlength=len(self.centroids))
             records.append({"file_name": key, "sem_seg_file_name": name, "height": h, "width": w,
                             "clusters": np.flatnonzero(counts).tolist()})
