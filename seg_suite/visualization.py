@@ -3,6 +3,12 @@
 Works for any COCO mask file: ground truth or pseudo-labels (``images`` + ``annotations``, RLE or
 polygons) and detectron2-style result lists (``[{image_id, segmentation, score}]``, which need the
 ground-truth file to know image file names).
+
+The file may come from anyone, so its structure is checked as a whole first
+(:func:`seg_suite.io.coco.check_coco` / :func:`~seg_suite.io.coco.check_results`: a broken file is
+one :class:`~seg_suite.errors.UserError`), and then each image on its own: a ``file_name`` that
+leaves the image root (read) or the output folder (written), an unreadable image, or a mask that
+does not fit its image (checked before anything is decoded) skips that image with the reason.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write_png
+from seg_suite.io.coco import check_coco, check_results
+from seg_suite.io.files import atomic_write_png, check_writable_dir
 from seg_suite.io.images import ImageReadError, load_image
-from seg_suite.io.masks import mask_to_bbox, rle_to_mask
+from seg_suite.io.masks import MaskFormatError, mask_to_bbox, rle_to_mask
+from seg_suite.io.paths import PathEscapeError, output_path_under, resolve_under, safe_relative
 
 
 def mask_colors(n: int) -> np.ndarray:
@@ -70,33 +78,40 @@ def overlay_masks(image: np.ndarray, masks, labels=None, scores=None, alpha: flo
     return out
 
 
-def _image_table(annotations, gt) -> tuple[list[dict], list[dict], dict]:
-    """-> (images, annotations, category names) for a COCO dict or a results list (+ gt)."""
-    if isinstance(annotations, dict):
-        images, anns = annotations.get("images", []), annotations.get("annotations", [])
-        cats = annotations.get("categories", [])
-    elif isinstance(annotations, list):
+def _image_table(annotations, gt, source: str, gt_source: str) -> tuple[list[dict], list[dict], dict]:
+    """-> (images, annotations, category names) for a COCO dict or a results list (+ gt), both checked."""
+    if isinstance(annotations, list):
         if gt is None:
             raise UserError("a prediction list has no image file names; pass --gt-json with the ground truth")
-        images, anns, cats = gt.get("images", []), annotations, gt.get("categories", [])
+        check_coco(gt, gt_source, "ground-truth file")
+        check_results(annotations, source)
+        known = {im["id"] for im in gt["images"]}
+        if annotations and not any(r["image_id"] in known for r in annotations):
+            raise UserError(f"no result in {source} is for an image of {gt_source} (first image id "
+                            f"{annotations[0]['image_id']}); pass the ground truth the predictions were made on")
+        images, anns, cats = gt["images"], annotations, gt.get("categories", [])
     else:
-        raise UserError(f"unsupported annotation file content: {type(annotations).__name__}")
+        check_coco(annotations, source)
+        images, anns, cats = annotations["images"], annotations["annotations"], annotations.get("categories", [])
     names = {c["id"]: c.get("name", str(c["id"])) for c in cats}
     return images, anns, names
 
 
 def render_coco(annotations, images_root, output_dir, max_images: int | None = None,
                 score_threshold: float = 0.0, gt: dict | None = None, alpha: float = 0.5,
-                progress: bool = True) -> dict:
+                progress: bool = True, source: str = "the annotation file",
+                gt_source: str = "the ground-truth file") -> dict:
     """Write one overlay PNG per image of a COCO mask file to ``output_dir``.
 
-    Output names mirror each image's ``file_name`` with a ``.png`` suffix. Images whose file is
-    missing or unreadable are reported and skipped. Annotations scoring below
-    ``score_threshold`` are not drawn. Returns {"written": [...], "missing": [reason, ...]}.
+    Output names mirror each image's ``file_name`` with a ``.png`` suffix. Images whose name leaves
+    ``images_root`` or ``output_dir``, whose file is missing or unreadable, or whose masks do not
+    fit the image are reported and skipped. Annotations scoring below ``score_threshold`` are not
+    drawn. ``source``/``gt_source`` name the inputs in error messages. Returns
+    {"written": [...], "missing": [reason, ...]}.
     """
-    images, anns, names = _image_table(annotations, gt)
+    images, anns, names = _image_table(annotations, gt, source, gt_source)
     if not images:
-        raise UserError("the annotation file lists no images")
+        raise UserError(f"{source} lists no images")
     by_image = defaultdict(list)
     for a in anns:
         if a.get("score", 1.0) >= score_threshold:
@@ -104,11 +119,22 @@ def render_coco(annotations, images_root, output_dir, max_images: int | None = N
     if max_images is not None:
         images = images[: max(0, int(max_images))]
     images_root, output_dir = Path(images_root), Path(output_dir)
+    check_writable_dir(output_dir, "output folder")
     show_labels = len(names) > 1
-    written, missing = [], []
+    written, missing, taken = [], [], set()
     for im in tqdm(images, desc="visualize", unit="img", disable=not progress):
+        name = im["file_name"]
         try:
-            image = load_image(images_root / im["file_name"])
+            src = resolve_under(images_root, name, "file_name")
+            dest = output_path_under(output_dir, safe_relative(name).with_suffix(".png").as_posix(), "file_name")
+        except PathEscapeError as err:
+            missing.append(f"image {im['id']}: {err}")
+            continue
+        if dest in taken:  # x.jpg and x.png both draw to x.png: keep the first, say so
+            missing.append(f"image {im['id']}: {name} would overwrite the overlay of another image ({dest})")
+            continue
+        try:
+            image = load_image(src)
         except ImageReadError as err:
             missing.append(str(err))
             continue
@@ -119,9 +145,11 @@ def render_coco(annotations, images_root, output_dir, max_images: int | None = N
             seg = a.get("segmentation")
             if not seg:
                 continue
-            m = rle_to_mask(seg, h, w)
-            if m.shape != (h, w):
-                missing.append(f"mask size {m.shape} differs from image {(h, w)}: {im['file_name']}")
+            try:
+                m = rle_to_mask(seg, h, w)  # at the image's own size, checked against it before decoding
+            except MaskFormatError as err:
+                what = f"annotation {a['id']}" if "id" in a else "a result"
+                missing.append(f"{name}: {what}: {err}")
                 masks = None
                 break
             masks.append(m)
@@ -131,10 +159,7 @@ def render_coco(annotations, images_root, output_dir, max_images: int | None = N
             continue
         have_scores = any(s is not None for s in scores)
         vis = overlay_masks(image, masks, labels if show_labels else None, scores if have_scores else None, alpha)
-        rel = Path(im["file_name"])
-        if rel.is_absolute():  # keep outputs inside output_dir
-            rel = rel.relative_to(images_root) if rel.is_relative_to(images_root) else Path(rel.name)
-        dest = output_dir / rel.with_suffix(".png")
         atomic_write_png(dest, vis)
+        taken.add(dest)
         written.append(os.fspath(dest))
     return {"written": written, "missing": missing}

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from seg_suite.errors import UserError
+from seg_suite.errors import EXIT_ITEMS_FAILED, EXIT_OK, UserError
+from seg_suite.io.coco import read_coco
 from seg_suite.io.files import load_json
 
 
@@ -16,8 +16,9 @@ def register(subparsers) -> None:
         help="draw the masks of a COCO file over its images",
         description="Write one overlay PNG per image (distinct colour and outline per mask; score and "
                     "category text when present). Accepts COCO instance files, pseudo-label files and "
-                    "detectron2 result lists (the latter with --gt-json). Missing images are reported "
-                    "and skipped.",
+                    "detectron2 result lists (the latter with --gt-json). Images that are missing, whose "
+                    "file_name leaves --images or --output, or whose masks do not fit the image are "
+                    "reported and skipped; the exit code is 3 when no overlay could be written.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--annotations", required=True, help="COCO JSON (images + annotations) or a result list")
@@ -37,13 +38,14 @@ def run(args) -> int:
     from seg_suite.visualization import render_coco
 
     anns = load_json(args.annotations, "annotation file")
-    gt = load_json(args.gt_json, "ground-truth file") if args.gt_json else None
+    gt = read_coco(args.gt_json, "ground-truth file") if args.gt_json else None
     if not Path(args.images).is_dir():
         raise UserError(f"image folder not found: {args.images}")
     res = render_coco(anns, args.images, args.output, max_images=args.max_images,
                       score_threshold=args.score_threshold, gt=gt, alpha=args.alpha,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, source=args.annotations,
+                      gt_source=args.gt_json or "the ground-truth file")
     for reason in res["missing"]:
         print(f"skipped: {reason}")
     print(f"wrote {len(res['written'])} overlays to {args.output}; {len(res['missing'])} images skipped")
-    return 0 if res["written"] or not res["missing"] else 1
+    return EXIT_ITEMS_FAILED if res["missing"] and not res["written"] else EXIT_OK
