@@ -18,7 +18,8 @@ def register(subparsers) -> None:
             "chosen; it replaces the coarse mask when that IoU is at least --iou-thresh, otherwise the coarse "
             "mask is kept. The output keeps the input's ids, categories and fields, and adds per annotation "
             "refined_by (sam|coarse), refine_iou and sam_score; info.refined counts both. Images that cannot "
-            "be read are listed in OUT.failures.jsonl and left out. The point-sampling defaults are "
+            "be read, whose file_name leaves --images, or whose masks do not fit the image are listed in "
+            "OUT.failures.jsonl with the reason and left out. The point-sampling defaults are "
             "seg_suite's own (there is no published recipe); the 0.5 IoU rule is issue 6's."
         ),
     )
@@ -60,6 +61,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from seg_suite.cli import _common, _sam
+    from seg_suite.cli.cluster import check_output_file
     from seg_suite.errors import UserError
     from seg_suite.pseudo.runner import run_job
     from seg_suite.pseudo.sam_jobs import SamRefineJob
@@ -70,9 +72,9 @@ def run(args) -> int:
     params = RefineParams(num_positive=args.num_positive, num_negative=args.num_negative,
                           ring_inner=args.ring_inner, ring_outer=args.ring_outer, iou_thresh=args.iou_thresh)
     kwargs = _common.run_kwargs(args)
+    check_output_file(args.output)
     job = SamRefineJob(args.input_json, params, prompts_per_batch=args.prompts_per_batch, **_sam.sam_kwargs(args))
     items = job.items(args.images)
     job.load()
     summary = run_job(job, items, args.output, **kwargs)
-    _common.print_summary(summary)
-    return 0
+    return _common.print_summary(summary) or 0

@@ -11,7 +11,6 @@ images. Checkpoints are recorded by file name and SHA-256 in the output's ``info
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,11 @@ from typing import Any
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.io.coco import check_coco
+from seg_suite.io.files import load_json
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
-from seg_suite.io.masks import mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
+from seg_suite.io.masks import MaskFormatError, mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
+from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError, Job
 from seg_suite.pseudo.sam import (SAM_TYPES, SamArch, SamGeneratorParams, generate_masks, get_arch, load_sam,
@@ -124,32 +126,26 @@ class SamMasksJob(_SamModelMixin, CocoMaskJob):
 
 # ------------------------------------------------------------------ refinement
 def read_coco_input(path: str | os.PathLike) -> dict:
-    """Load and check a COCO instance file to refine; UserError (one line) when it is unusable."""
+    """Load and check a COCO instance file to refine; UserError (one line) when it is unusable.
+
+    Beyond :func:`seg_suite.io.coco.check_coco` (structure, unique integer ids, no annotation of a
+    missing image), every annotation needs a segmentation and file names must be unique, since an
+    image is one work item keyed by its file name.
+    """
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            coco = json.load(fh)
-    except FileNotFoundError:
-        raise UserError(f"input file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path} as JSON ({' '.join(str(err).split())})") from None
-    if not (isinstance(coco, dict) and isinstance(coco.get("images"), list)
-            and isinstance(coco.get("annotations"), list)):
-        raise UserError(f"{path} is not a COCO instance file (needs 'images' and 'annotations' lists)")
-    ids, names = set(), set()
-    for i, image in enumerate(coco["images"]):
-        if not (isinstance(image, dict) and isinstance(image.get("id"), (int, str))
-                and isinstance(image.get("file_name"), str)):
-            raise UserError(f"{path}: images[{i}] lacks an integer or string 'id', or a 'file_name'")
-        if image["id"] in ids or image["file_name"] in names:
-            raise UserError(f"{path}: image id {image['id']!r} or file_name {image['file_name']!r} appears twice")
-        ids.add(image["id"])
+    coco = load_json(path, "input file")
+    if isinstance(coco, dict) and isinstance(coco.get("images"), list) and isinstance(coco.get("annotations"), list):
+        ids = {im["id"] for im in coco["images"] if isinstance(im, dict) and isinstance(im.get("id"), int)}
+        for i, ann in enumerate(coco["annotations"]):
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if not isinstance(image_id, int) or image_id not in ids or ann.get("segmentation") is None:
+                raise UserError(f"{path}: annotations[{i}] lacks a 'segmentation' or names an image_id not in images")
+    check_coco(coco, path, "input file")
+    names = set()
+    for image in coco["images"]:
+        if image["file_name"] in names:
+            raise UserError(f"{path}: file_name {image['file_name']!r} appears twice; each image must be listed once")
         names.add(image["file_name"])
-    for i, ann in enumerate(coco["annotations"]):
-        image_id = ann.get("image_id") if isinstance(ann, dict) else None
-        if not isinstance(ann, dict) or "segmentation" not in ann or not isinstance(image_id, (int, str)) \
-                or image_id not in ids:
-            raise UserError(f"{path}: annotations[{i}] lacks a 'segmentation' or names an image_id not in images")
     return coco
 
 
@@ -195,13 +191,23 @@ class SamRefineJob(_SamModelMixin, Job):
         self.input_record = {"file": path.name, "sha256": _file_sha256(path)}
 
     def items(self, image_root: str | os.PathLike) -> list[WorkItem]:
-        """One work item per image of the input file; key = its ``file_name``, path under ``image_root``."""
+        """One work item per image of the input file; key = its ``file_name``, path under ``image_root``.
+
+        A ``file_name`` that leaves ``image_root`` keeps its unjoined name as path; ``prepare``
+        refuses it, so it is listed among the failures with the reason and never opened.
+        """
         root = Path(image_root)
         if not root.is_dir():
             raise UserError(f"image root is not a folder: {root}")
         if not self.coco_index:
             raise UserError("the input file lists no images")
-        return sorted(WorkItem(name, str(root / name)) for name in self.coco_index)
+        items = []
+        for name in self.coco_index:
+            try:
+                items.append(WorkItem(name, str(resolve_under(root, name, "file_name"))))
+            except PathEscapeError:
+                items.append(WorkItem(name, name))
+        return sorted(items)
 
     def load(self) -> "SamRefineJob":
         if self.predictor is None:
@@ -223,20 +229,25 @@ class SamRefineJob(_SamModelMixin, Job):
         return job
 
     def prepare(self, item: WorkItem):
+        try:
+            safe_relative(item.key, "file_name")
+        except PathEscapeError as err:
+            raise ItemError(str(err)) from None
         return item.key, load_image(item.path, max_pixels=self.max_pixels)
 
     def _coarse_masks(self, key: str, image: np.ndarray, anns: list[dict]) -> list[np.ndarray]:
         h, w = image.shape[:2]
         masks = []
         for ann in anns:
-            try:
-                mask = rle_to_mask(ann["segmentation"], h, w)
-            except Exception as err:  # noqa: BLE001 - pycocotools raises bare TypeErrors/ValueErrors
-                raise ItemError(f"annotation {ann.get('id')} of {key}: unreadable segmentation ({err})") from None
-            if mask.shape != (h, w):
-                raise ItemError(f"annotation {ann.get('id')} of {key}: mask is {mask.shape[1]}x{mask.shape[0]} "
+            seg = ann["segmentation"]
+            size = seg.get("size") if isinstance(seg, dict) else None
+            if isinstance(size, list) and len(size) == 2 and size != [h, w]:
+                raise ItemError(f"annotation {ann.get('id')} of {key}: mask is {size[1]}x{size[0]} "
                                 f"but the image is {w}x{h} (wrong --images root or file?)")
-            masks.append(mask)
+            try:  # checked against the image before anything is decoded
+                masks.append(rle_to_mask(seg, h, w))
+            except MaskFormatError as err:
+                raise ItemError(f"annotation {ann.get('id')} of {key}: unreadable segmentation ({err})") from None
         return masks
 
     def process(self, batch):

@@ -10,7 +10,7 @@ the mask decoder as one batch, on one image embedding::
 Mask choice and keep rule: of SAM's four output masks per prompt (the single-mask output
 and the three "multimask" outputs, as the mask decoder computes them all anyway) the one
 with the highest IoU to the coarse mask is chosen; it replaces the coarse mask when that
-IoU is at least ``iou_thresh`` (default 0.5, issue 6), otherwise the coarse mask is kept.
+IoU is at least ``iou_thresh`` (default 0.5), otherwise the coarse mask is kept.
 The IoU check stops SAM from swapping an object for a part or for the background when the
 prompts are ambiguous. Prompt sampling is our own design (there is no published recipe for
 refining MaskCut masks with SAM); its defaults are explained at :class:`RefineParams`.
@@ -40,7 +40,7 @@ class RefineParams:
         sqrt(mask area) (at least 2 and 4 pixels). Coarse masks from 8-pixel ViT patches are
         off by a few pixels at their border, so negatives sit a little away from it.
     iou_thresh: SAM's mask is kept when its IoU with the coarse mask is at least this
-        (issue 6: 0.5).
+        (default 0.5).
     """
 
     num_positive: int = 2
