@@ -94,16 +94,21 @@ def format_results(task: str, res: dict) -> str:
 
 
 def run(args) -> int:
+    from seg_suite.cli.cluster import check_output_file
     from seg_suite.evaluation import unsupervised as U
+    from seg_suite.io.coco import read_coco
     from seg_suite.io.files import atomic_write_json
-    from seg_suite.pseudo.cluster import load_coco
 
     fit = _fit_split(args)
+    if args.output:
+        check_output_file(args.output)
     common = dict(protocol=args.protocol, fit=fit, extra=args.extra_clusters)
     if args.task == "instances":
-        res = U.evaluate_instances(load_coco(args.pred), load_coco(args.gt),
-                                   fit_pred=load_coco(args.fit_pred) if args.fit_pred else None,
-                                   fit_gt=load_coco(args.fit_gt) if args.fit_gt else None, **common)
+        sources = {"pred": args.pred, "gt": args.gt, "fit_pred": args.fit_pred, "fit_gt": args.fit_gt}
+        res = U.evaluate_instances(read_coco(args.pred, "prediction file"), read_coco(args.gt, "ground-truth file"),
+                                   fit_pred=read_coco(args.fit_pred, "prediction file") if args.fit_pred else None,
+                                   fit_gt=read_coco(args.fit_gt, "ground-truth file") if args.fit_gt else None,
+                                   sources={k: v for k, v in sources.items() if v}, **common)
     elif args.task == "semantic":
         res = U.evaluate_semantic(args.pred, args.gt, num_clusters=args.num_clusters, num_classes=args.num_classes,
                                   fit_pred_dir=args.fit_pred, fit_gt_dir=args.fit_gt, cocostuff27=args.cocostuff27,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from seg_suite.io.files import load_json
 
@@ -15,7 +13,9 @@ def register(subparsers) -> None:
         help="class-agnostic mask AP/AP50/AR100 of pseudo-masks against ground truth",
         description="All categories are merged into one before pycocotools COCOeval runs (the CutLER "
                     "protocol: AP over IoU 0.50:0.95, 101-point interpolation, maxDets 100). Images are "
-                    "matched by file_name.",
+                    "matched by file_name. Predictions that are not COCO instances or results (a panoptic "
+                    "file, say), that share no image with the ground truth, or whose masks do not fit the "
+                    "ground-truth images are refused before scoring.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--pred", required=True, help="predictions: COCO JSON with images[] or a result list")
@@ -30,18 +30,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from seg_suite.cli.cluster import check_output_file
     from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, format_table
     from seg_suite.io.files import atomic_write_json
 
+    if args.output:
+        check_output_file(args.output)
     pred = load_json(args.pred, "prediction file")
     gt = load_json(args.gt, "ground-truth file")
-    if args.images_root and isinstance(pred, dict):
-        root = Path(args.images_root).resolve()
-        for im in pred.get("images", []):
-            p = Path(im["file_name"])
-            if p.is_absolute() and p.resolve().is_relative_to(root):
-                im["file_name"] = os.fspath(p.resolve().relative_to(root))
-    stats = evaluate_class_agnostic(pred, gt, iou_type=args.iou_type, verbose=args.verbose)
+    stats = evaluate_class_agnostic(pred, gt, iou_type=args.iou_type, verbose=args.verbose, pred_source=args.pred,
+                                    gt_source=args.gt, images_root=args.images_root)
     print(format_table(stats))
     if args.output:
         # strict JSON has no NaN: metrics COCO could not compute (-1) are written as null

@@ -18,8 +18,8 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--gt", required=True, metavar="DIR",
-                        help="annotation root holding one folder per sequence (e.g. DAVIS/Annotations/480p, "
-                             "or a synthetic root's videos/Annotations)")
+                        help="annotation root holding one folder of PNG masks per sequence (e.g. "
+                             "DAVIS/Annotations/480p, or a synthetic root's videos/Annotations; not the JPEG frames)")
     parser.add_argument("--pred", required=True, metavar="DIR",
                         help="prediction root with the same layout (e.g. motion-masks' OUT_masks)")
     parser.add_argument("--protocol", default="davis", choices=("davis", "pooled"),
@@ -34,9 +34,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from seg_suite.cli.cluster import check_output_file
     from seg_suite.evaluation.davis import evaluate_davis, evaluate_pooled
     from seg_suite.io.files import atomic_write_json
 
+    if args.output:
+        check_output_file(args.output)
     seqs = [s for s in args.sequences.split(",") if s] if args.sequences else None
     if args.protocol == "davis":
         res = evaluate_davis(args.gt, args.pred, seqs, allow_missing=args.allow_missing, progress=True)

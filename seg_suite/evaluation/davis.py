@@ -23,6 +23,10 @@ Masks on disk: DAVIS-2016 ground truth is 0/255; a pixel is foreground when its 
 > 127 (255 is *never* void here). Palette PNGs (DAVIS-2017 style, SegTrackv2 instance ids) use
 index != 0, which merges objects. Predictions are read the same way; a prediction of another size
 is resized to the annotation with nearest-neighbour interpolation, as the RCF tools do.
+
+A sequence folder holding JPEG images and no PNG is a folder of video frames, not masks (DAVIS
+keeps them side by side: ``JPEGImages/480p`` and ``Annotations/480p``); given as ``gt_root`` or
+``pred_root`` it is refused rather than scored as if its frames were masks.
 """
 
 from __future__ import annotations
@@ -237,6 +241,15 @@ def summarize_davis(results: list[SequenceResult]) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Folder-level drivers
 # ---------------------------------------------------------------------------------------------
+FRAME_EXTENSIONS = (".jpg", ".jpeg")  # what video frames are stored as; masks are never lossy JPEGs here
+
+
+def _frames_instead_of_masks(folder: Path) -> bool:
+    """True for a sequence folder holding JPEG frames and no PNG mask: the frames, not the masks."""
+    names = [p.suffix.lower() for p in folder.iterdir() if not p.name.startswith(".")]
+    return any(ext in FRAME_EXTENSIONS for ext in names) and ".png" not in names
+
+
 def _sequences(gt_root: Path, sequences: list[str] | None) -> list[str]:
     if not gt_root.is_dir():
         raise UserError(f"annotation folder not found: {gt_root}")
@@ -247,8 +260,28 @@ def _sequences(gt_root: Path, sequences: list[str] | None) -> list[str]:
             raise UserError(f"sequences not in {gt_root}: {', '.join(missing)}")
         names = [s for s in names if s in set(sequences)]
     if not names:
-        raise UserError(f"no sequence folders in {gt_root}")
+        loose = _list_masks(gt_root)
+        hint = (f"; it holds {len(loose)} mask files itself, so pass its parent folder (the root of one "
+                f"folder per sequence)" if loose else "")
+        raise UserError(f"no sequence folders in {gt_root}{hint}")
+    for name in names:
+        if _frames_instead_of_masks(gt_root / name):
+            raise UserError(f"--gt {gt_root} holds JPEG frames (e.g. {name}/), not annotation masks: pass the "
+                            f"annotation root of PNG masks (DAVIS/Annotations/480p, not DAVIS/JPEGImages/480p)")
+        if not _list_masks(gt_root / name):
+            raise UserError(f"annotation sequence {gt_root / name} holds no mask files "
+                            f"({', '.join(MASK_EXTENSIONS)})")
     return names
+
+
+def _check_pred_root(pred_root: Path, names: list[str]) -> None:
+    """Refuse a prediction root that is missing or is the frames folder (JPEG frames, no PNG masks)."""
+    if not pred_root.is_dir():
+        raise UserError(f"prediction folder not found: {pred_root}")
+    for name in names:
+        if (pred_root / name).is_dir() and _frames_instead_of_masks(pred_root / name):
+            raise UserError(f"--pred {pred_root} holds JPEG frames (e.g. {name}/), not predicted masks: pass the "
+                            f"folder of PNG masks the method wrote (e.g. motion-masks' OUT_masks)")
 
 
 def _pred_path(pred_root: Path, seq: str, gt_path: Path) -> Path | None:
@@ -292,8 +325,10 @@ def evaluate_davis(
     from tqdm import tqdm
 
     gt_root, pred_root = Path(gt_root), Path(pred_root)
+    names = _sequences(gt_root, sequences)
+    _check_pred_root(pred_root, names)
     results = []
-    for seq in tqdm(_sequences(gt_root, sequences), desc="davis", disable=not progress):
+    for seq in tqdm(names, desc="davis", disable=not progress):
         gts, preds = _load_pairs(gt_root, pred_root, seq, pred_threshold, allow_missing)
         results.append(evaluate_sequence(seq, gts, preds, bound_th))
     return summarize_davis(results)
@@ -320,8 +355,10 @@ def evaluate_pooled(
     from tqdm import tqdm
 
     gt_root, pred_root = Path(gt_root), Path(pred_root)
+    names = _sequences(gt_root, sequences)
+    _check_pred_root(pred_root, names)
     per_seq, pooled = {}, []
-    for seq in tqdm(_sequences(gt_root, sequences), desc="pooled-iou", disable=not progress):
+    for seq in tqdm(names, desc="pooled-iou", disable=not progress):
         gts, preds = _load_pairs(gt_root, pred_root, seq, pred_threshold, allow_missing)
         ious = pooled_iou(gts, preds)
         pooled.extend(ious)

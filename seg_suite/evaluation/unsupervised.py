@@ -29,6 +29,12 @@ Metrics under a mapping (all in percent):
 
 Class-agnostic AP/AP50/AR is :func:`seg_suite.evaluation.class_agnostic.evaluate_class_agnostic`.
 Needs no detectron2.
+
+Inputs are checked for being what the task scores before anything is computed, and refused with
+one line otherwise: instance files must be COCO instance files with a category and a mask per
+annotation (masks checked against their image before pycocotools decodes them; a panoptic file is
+named as such); semantic inputs must be folders of single-channel PNGs; panoptic inputs must be
+COCO panoptic files with ``segments_info`` whose PNG names stay inside their folder.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.io.coco import check_coco
+from seg_suite.io.masks import MaskFormatError, check_segmentation
+from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
 
 PROTOCOLS = ("hungarian", "majority")
 UNMAPPED = -1
@@ -221,17 +230,23 @@ def _read_png(path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             return np.asarray(im)
-    except OSError as err:
+    except (OSError, Image.DecompressionBombError) as err:
         raise UserError(f"cannot read label map {path}: {err}") from None
 
 
 def png_index(folder) -> dict[str, Path]:
     """Relative path without extension -> path, for every .png under ``folder``."""
     folder = Path(folder)
+    if folder.is_file():
+        raise UserError(f"{folder} is a file; --task semantic scores folders of PNG label maps (for a COCO JSON "
+                        f"use --task instances or --task panoptic)")
     if not folder.is_dir():
         raise UserError(f"label folder not found: {folder}")
-    return {PurePosixPath(p.relative_to(folder).with_suffix("").as_posix()).as_posix(): p
-            for p in sorted(folder.rglob("*.png"))}
+    index = {PurePosixPath(p.relative_to(folder).with_suffix("").as_posix()).as_posix(): p
+             for p in sorted(folder.rglob("*.png"))}
+    if not index:
+        raise UserError(f"{folder} holds no PNG label maps; --task semantic scores folders of single-channel PNGs")
+    return index
 
 
 def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_classes: int | None = None,
@@ -303,19 +318,52 @@ def _by_image(coco: dict) -> dict[int, list[dict]]:
     return out
 
 
+def check_instance_file(coco, source: str = "the predictions", role: str = "prediction") -> dict:
+    """A COCO instance file ``--task instances`` can score: every annotation with an integer category
+    and a mask that fits its image; ground truth also needs its categories. One-line UserError else."""
+    check_coco(coco, source, f"{role} file", check_masks=True)
+    if any("segments_info" in a for a in coco["annotations"]):
+        raise UserError(f"{source} is a COCO panoptic file (annotations hold 'segments_info'); score it with "
+                        f"--task panoptic, or give the instances JSON")
+    for a in coco["annotations"]:
+        cat = a.get("category_id")
+        if a.get("segmentation") is None or not isinstance(cat, int) or isinstance(cat, bool):
+            raise UserError(f"{source}: annotation {a.get('id')} of image {a['image_id']} needs a 'segmentation' "
+                            f"and an integer 'category_id' to be scored as an instance")
+    if role == "ground-truth" and not coco.get("categories"):
+        raise UserError(f"{source} lists no categories; ground truth needs its classes")
+    return coco
+
+
+def _check_pairs(pred: dict, gt: dict, match: dict[int, int], source: str) -> None:
+    """Predicted masks are scored at their ground-truth image's size: refuse pairs of different sizes."""
+    p_size = {im["id"]: (im.get("height"), im.get("width")) for im in pred["images"]}
+    g_size = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    for pid, gid in match.items():
+        ph, pw = p_size[pid]
+        if ph is not None and (ph, pw) != g_size[gid]:
+            gh, gw = g_size[gid]
+            raise UserError(f"{source}: image {pid} is {pw}x{ph} but the ground-truth image of the same file_name "
+                            f"is {gw}x{gh}; predictions must be made on the ground truth's images")
+
+
 def _rles(anns: list[dict], h: int, w: int) -> list:
+    """pycocotools RLEs of ``anns`` at the image size ``h`` x ``w`` (each checked before it is built)."""
     from pycocotools import mask as mask_utils
 
     rles = []
     for a in anns:
         seg = a["segmentation"]
+        try:
+            check_segmentation(seg, h, w)
+        except MaskFormatError as err:
+            raise UserError(f"annotation {a.get('id')} of image {a['image_id']}: {err}") from None
         if isinstance(seg, list):
             rles.append(mask_utils.merge(mask_utils.frPyObjects(seg, h, w)))
-        elif isinstance(seg.get("counts"), list):
+        elif isinstance(seg["counts"], list):
             rles.append(mask_utils.frPyObjects(seg, h, w))
         else:
-            rles.append({"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str)
-                         else seg["counts"]})
+            rles.append({"size": [h, w], "counts": seg["counts"].encode("ascii")})
     return rles
 
 
@@ -347,11 +395,21 @@ def coco_ap(pred_anns: list[dict], gt: dict, image_ids: list[int], iou_type: str
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from pycocotools import mask as mask_utils
+
     names = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+    sizes = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+    gt_anns = []
+    for a in gt["annotations"]:
+        a = dict(a, iscrowd=a.get("iscrowd", 0))
+        if "area" not in a or "bbox" not in a:  # COCOeval needs both; derive them from the (checked) mask
+            rle = _rles([a], *sizes[a["image_id"]])[0]
+            a.setdefault("area", float(mask_utils.area(rle)))
+            a.setdefault("bbox", mask_utils.toBbox(rle).tolist())
+        gt_anns.append(a)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
-        coco_gt.dataset = {"images": gt["images"], "categories": gt["categories"],
-                           "annotations": [dict(a, iscrowd=a.get("iscrowd", 0)) for a in gt["annotations"]]}
+        coco_gt.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": gt_anns}
         coco_gt.createIndex()
         if not pred_anns:
             return {k: 0.0 for k in names}
@@ -366,23 +424,41 @@ def coco_ap(pred_anns: list[dict], gt: dict, image_ids: list[int], iou_type: str
 
 def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit: FitSplit = FitSplit(),
                        fit_pred: dict | None = None, fit_gt: dict | None = None, extra: str = "assign",
-                       class_agnostic: bool = True) -> dict:
+                       class_agnostic: bool = True, sources: dict[str, str] | None = None) -> dict:
     """Instance segm/bbox AP of a clustered COCO file (category = cluster) under a fitted mapping,
-    plus class-agnostic AP/AP50/AR on the scored images. Images pair up by ``file_name``."""
+    plus class-agnostic AP/AP50/AR on the scored images. Images pair up by ``file_name``.
+
+    ``sources`` names the inputs in error messages (keys ``pred``, ``gt``, ``fit_pred``, ``fit_gt``;
+    their paths, for a CLI). Every input is checked first (:func:`check_instance_file`)."""
+    from pycocotools import mask as mask_utils
+
     from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, match_images_by_file_name
 
+    src = {"pred": "the predictions", "gt": "the ground truth", "fit_pred": "the fit predictions",
+           "fit_gt": "the fit ground truth", **(sources or {})}
+    check_instance_file(pred, src["pred"], "prediction")
+    check_instance_file(gt, src["gt"], "ground-truth")
+    if fit_pred is not None:
+        check_instance_file(fit_pred, src["fit_pred"], "prediction")
+    if fit_gt is not None:
+        check_instance_file(fit_gt, src["fit_gt"], "ground-truth")
     cluster_ids = sorted({c["id"] for c in pred.get("categories", [])}
                          | {a["category_id"] for a in pred["annotations"]})
     class_ids = [c["id"] for c in gt["categories"]]
     cluster_index = {k: i for i, k in enumerate(cluster_ids)}
     class_index = {k: i for i, k in enumerate(class_ids)}
-    match = match_images_by_file_name(pred["images"], gt["images"])  # pred id -> gt id
+    unsized = next((im for im in gt["images"] if im.get("height") is None or im.get("width") is None), None)
+    if unsized is not None:
+        raise UserError(f"{src['gt']}: image {unsized['id']} has no height/width; ground truth needs both")
+    match = match_images_by_file_name(pred["images"], gt["images"], src["pred"])  # pred id -> gt id
+    _check_pairs(pred, gt, match, src["pred"])
     gt_name = {im["id"]: im["file_name"] for im in gt["images"]}
     fit_names, score_names = fit.split([im["file_name"] for im in gt["images"]])
     if fit.kind == "separate":
         if fit_pred is None or fit_gt is None:
             raise UserError("a separate fit split needs both its predictions and its ground truth")
-        fmatch = match_images_by_file_name(fit_pred["images"], fit_gt["images"])
+        fmatch = match_images_by_file_name(fit_pred["images"], fit_gt["images"], src["fit_pred"])
+        _check_pairs(fit_pred, fit_gt, fmatch, src["fit_pred"])
         conf = instance_confusion(fit_pred, fit_gt, list(fmatch.items()), cluster_index, class_index)
         n_fit = len(fmatch)
     else:
@@ -393,14 +469,21 @@ def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit
     mapping = fit_mapping(conf, protocol, extra)
     score_set = set(score_names)
     score_ids = [im["id"] for im in gt["images"] if im["file_name"] in score_set]
+    g_size = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
     anns = []
     for a in pred["annotations"]:
         g = match.get(a["image_id"])
         m = mapping[cluster_index[a["category_id"]]]
         if g is None or gt_name[g] not in score_set or m < 0:
             continue
+        bbox = a.get("bbox")
+        if bbox is None:  # not every pseudo-label writer stores boxes: the mask's own box
+            bbox = mask_utils.toBbox(_rles([a], *g_size[g])[0]).tolist()
+        score = a.get("score", 1.0)
+        if not isinstance(score, (int, float)) or isinstance(score, bool):
+            raise UserError(f"{src['pred']}: annotation {a.get('id')} has score {score!r}, not a number")
         anns.append({"image_id": g, "category_id": class_ids[m], "segmentation": a["segmentation"],
-                     "bbox": a["bbox"], "score": float(a.get("score", 1.0))})
+                     "bbox": bbox, "score": float(score)})
     res = {"segm": coco_ap(anns, gt, score_ids, "segm"), "bbox": coco_ap(anns, gt, score_ids, "bbox"),
            "protocol": protocol, "fit": fit.describe(n_fit, len(score_ids)),
            "mapping": mapping_dict(mapping, cluster_ids, class_ids)}
@@ -410,22 +493,62 @@ def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit
         keep = {p for p, g in match.items() if gt_name[g] in score_set}
         scored_pred = dict(pred, images=[im for im in pred["images"] if im["id"] in keep],
                            annotations=[a for a in pred["annotations"] if a["image_id"] in keep])
-        res["class_agnostic"] = evaluate_class_agnostic(scored_pred, scored_gt)
+        res["class_agnostic"] = evaluate_class_agnostic(scored_pred, scored_gt, pred_source=src["pred"],
+                                                        gt_source=src["gt"])
     return res
 
 
 # -------------------------------------------------------------------- panoptic
-def _load_panoptic(json_path, folder=None) -> tuple[dict, str]:
-    """A COCO panoptic JSON and its PNG folder (default: the JSON path without ``.json``)."""
-    import json
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    try:
-        with open(json_path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read panoptic file {json_path}: {err}") from None
-    if not isinstance(doc, dict) or "annotations" not in doc or "categories" not in doc:
-        raise UserError(f"{json_path} is not a COCO panoptic file")
+
+def check_panoptic(doc, path, role: str = "prediction") -> dict:
+    """A COCO panoptic file ``--task panoptic`` can score; one-line UserError naming what is wrong.
+
+    Needs ``annotations`` (each: integer ``image_id``, a PNG ``file_name`` that stays inside the PNG
+    folder, ``segments_info`` of integer ``id``/``category_id``; ground truth also ``area`` and
+    ``iscrowd``) and ``categories`` with integer ids; image ids appear once.
+    """
+    if not (isinstance(doc, dict) and isinstance(doc.get("annotations"), list)
+            and isinstance(doc.get("categories"), list)):
+        raise UserError(f"{path} is not a COCO panoptic file: expected an object with 'annotations' and "
+                        f"'categories' lists")
+    if not all(isinstance(c, dict) and _is_int(c.get("id")) for c in doc["categories"]):
+        raise UserError(f"{path}: 'categories' must be a list of objects with an integer 'id'")
+    seen = set()
+    for ann in doc["annotations"]:
+        if isinstance(ann, dict) and "segmentation" in ann and "segments_info" not in ann:
+            raise UserError(f"{path} is a COCO instance file (annotations hold 'segmentation'); score it with "
+                            f"--task instances, or give the panoptic JSON")
+        if not (isinstance(ann, dict) and _is_int(ann.get("image_id")) and isinstance(ann.get("file_name"), str)
+                and isinstance(ann.get("segments_info"), list)):
+            raise UserError(f"{path}: every panoptic annotation needs an integer 'image_id', a 'file_name' and a "
+                            f"'segments_info' list (found {ann!r:.120})")
+        try:
+            safe_relative(ann["file_name"], "file_name")
+        except PathEscapeError as err:
+            raise UserError(f"{path}: image {ann['image_id']}: {err}") from None
+        if ann["image_id"] in seen:
+            raise UserError(f"{path}: image id {ann['image_id']} has more than one panoptic annotation")
+        seen.add(ann["image_id"])
+        needed = ("id", "category_id", "area", "iscrowd") if role == "ground-truth" else ("id", "category_id")
+        for seg in ann["segments_info"]:
+            if not (isinstance(seg, dict) and all(_is_int(seg.get(k)) for k in needed)):
+                raise UserError(f"{path}: a segment of image {ann['image_id']} lacks an integer "
+                                f"{'/'.join(needed)} (found {seg!r:.120})")
+    images = doc.get("images")
+    if images is not None and not (isinstance(images, list) and all(
+            isinstance(im, dict) and _is_int(im.get("id")) and isinstance(im.get("file_name"), str) for im in images)):
+        raise UserError(f"{path}: 'images' must be a list of objects with an integer 'id' and a 'file_name'")
+    return doc
+
+
+def _load_panoptic(json_path, folder=None, role: str = "prediction") -> tuple[dict, str]:
+    """A COCO panoptic JSON, checked, and its PNG folder (default: the JSON path without ``.json``)."""
+    from seg_suite.io.files import load_json
+
+    doc = check_panoptic(load_json(json_path, f"panoptic {role} file"), json_path, role)
     folder = folder or os.path.splitext(os.fspath(json_path))[0]
     if not os.path.isdir(folder):
         raise UserError(f"panoptic PNG folder not found: {folder}")
@@ -448,8 +571,16 @@ def _panoptic_items(pred: dict, gt: dict) -> dict[str, tuple]:
 def _pan_pair(gt_ann, pred_ann, gt_dir, pred_dir):
     from seg_suite.evaluation.panoptic import read_panoptic_png
 
-    return (read_panoptic_png(os.path.join(gt_dir, gt_ann["file_name"])),
-            read_panoptic_png(os.path.join(pred_dir, pred_ann["file_name"])))
+    out = []
+    for ann, folder in ((gt_ann, gt_dir), (pred_ann, pred_dir)):
+        from PIL import Image
+
+        path = resolve_under(folder, ann["file_name"], "file_name")
+        try:
+            out.append(read_panoptic_png(os.fspath(path)))
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise UserError(f"cannot read panoptic PNG {path}: {' '.join(str(err).split())}") from None
+    return tuple(out)
 
 
 def panoptic_confusion(items, gt_dir, pred_dir, thing_clusters, stuff_clusters, thing_classes, stuff_classes):
@@ -496,8 +627,8 @@ def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protoco
 
     from seg_suite.evaluation.panoptic import PQStat, pq_image, summarize
 
-    pred, pred_dir = _load_panoptic(pred_json, pred_dir)
-    gt, gt_dir = _load_panoptic(gt_json, gt_dir)
+    pred, pred_dir = _load_panoptic(pred_json, pred_dir, "prediction")
+    gt, gt_dir = _load_panoptic(gt_json, gt_dir, "ground-truth")
     t_clu = [c["id"] for c in pred["categories"] if c.get("isthing", 1)]
     s_clu = [c["id"] for c in pred["categories"] if not c.get("isthing", 1)]
     t_cls = [c["id"] for c in gt["categories"] if c.get("isthing", 1)]
@@ -505,8 +636,8 @@ def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protoco
     items = _panoptic_items(pred, gt)
     fit_names, score_names = fit.split(list(items))
     if fit.kind == "separate":
-        fpred, fpdir = _load_panoptic(fit_pred_json, fit_pred_dir)
-        fgt, fgdir = _load_panoptic(fit_gt_json, fit_gt_dir)
+        fpred, fpdir = _load_panoptic(fit_pred_json, fit_pred_dir, "prediction")
+        fgt, fgdir = _load_panoptic(fit_gt_json, fit_gt_dir, "ground-truth")
         fitems = list(_panoptic_items(fpred, fgt).values())
     else:
         fitems, fpdir, fgdir = [items[n] for n in fit_names], pred_dir, gt_dir
@@ -531,7 +662,10 @@ def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protoco
                 segs.append({"id": int(s["id"]), "category_id": c})
         present = set(np.unique(pan_pred).tolist())
         segs = [s for s in segs if s["id"] in present]
-        stat += pq_image(pan_gt, gt_ann["segments_info"], pan_pred, segs, categories, gt_ann["image_id"])
+        try:
+            stat += pq_image(pan_gt, gt_ann["segments_info"], pan_pred, segs, categories, gt_ann["image_id"])
+        except ValueError as err:  # a JSON that does not describe its PNG
+            raise UserError(f"{pred_json} or {gt_json} disagrees with its PNGs: {err}") from None
     res = summarize(stat, categories)
     out = {name: {k: 100 * v if k != "n" else v for k, v in res[name].items()} for name in ("All", "Things", "Stuff")}
     out.update(protocol=protocol, fit=fit.describe(len(fitems), len(score_names)),
