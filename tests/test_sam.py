@@ -473,6 +473,65 @@ def test_refine_bad_inputs_are_one_line_errors(scenes, tiny_ckpt, tmp_path):
     assert summary.num_failed == 2 and "10x10 but the image is 64x48" in reasons[bad_key]
 
 
+def test_refine_keeps_to_its_image_root_and_fails_bad_masks_alone(scenes, tiny_ckpt, tmp_path, write_image):
+    root, truth = scenes
+    secret = write_image(tmp_path / "secret.png", np.full((H, W, 3), 255, np.uint8))
+    inp = tmp_path / "coarse.json"
+    coco = write_coarse_file(root, truth, inp)
+    first = coco["images"][0]
+    climbs = "climbs out of its root folder"
+    escapes = {"../secret.png": climbs, "sub/../../secret.png": climbs, str(secret): "is absolute"}
+    for n, name in enumerate(escapes):
+        coco["images"].append(dict(first, id=200 + n, file_name=name))
+        coco["annotations"].append({"id": 800 + n, "image_id": 200 + n, "category_id": 1,
+                                    "segmentation": mask_to_rle(truth[first["file_name"]][1])})
+    coco["annotations"][1]["segmentation"] = {"size": [H, W], "counts": [5, 10]}  # 15 pixels of 48x64: corrupt
+    inp.write_text(json.dumps(coco))
+    job = refine_job(inp, tiny_ckpt)
+    out = tmp_path / "out.json"
+    summary = run_job(job, job.items(root), out, progress=False)
+    reasons = {f["key"]: f["reason"] for f in map(json.loads, sidecar_path(out, "failures").read_text().splitlines())}
+    assert summary.num_failed == 5 and sorted(reasons) == sorted([*escapes, "broken.png", first["file_name"]])
+    for name, fragment in escapes.items():  # refused by name: the secret was never opened
+        assert fragment in reasons[name], reasons[name]
+    assert "RLE runs cover 15 pixels, not the 48x64 = 3072" in reasons[first["file_name"]]
+    result = json.loads(out.read_text())
+    assert [im["id"] for im in result["images"]] == [101, 102, 103]
+    assert not any(a["id"] >= 800 for a in result["annotations"])
+
+
+# The refine command with the tiny model registered as vit_b, for runs in a separate process.
+TINY_REFINE = ("import json, sys\n"
+               "from seg_suite.pseudo import sam\n"
+               "sam.SAM_ARCHS['vit_b'] = sam.SamArch.from_dict(json.loads(sys.argv[1]))\n"
+               "from seg_suite.cli import main\n"
+               "sys.exit(main(sys.argv[2:]))\n")
+
+
+@pytest.mark.slow
+def test_refine_fails_the_image_of_a_huge_rle_without_allocating_it(scenes, tmp_path):
+    import sys
+
+    from test_hostile_data import HUGE, MAX_RSS_KB, huge_rle, run_measured
+
+    root, truth = scenes
+    inp = tmp_path / "coarse.json"
+    coco = write_coarse_file(root, truth, inp)
+    coco["annotations"][2]["segmentation"] = huge_rle()
+    inp.write_text(json.dumps(coco))
+    key = next(im["file_name"] for im in coco["images"] if im["id"] == coco["annotations"][2]["image_id"])
+    arch = json.dumps(dataclasses.replace(TINY, name="vit_b").to_dict())
+    out = tmp_path / "refined.json"
+    res = run_measured([sys.executable, "-c", TINY_REFINE, arch, "refine", "--input-json", str(inp), "--images",
+                        str(root), "--output", str(out), "--random-init", "--workers", "0", "--no-progress"], tmp_path)
+    assert res["rc"] == 0, res["err"]
+    assert res["maxrss_kb"] < MAX_RSS_KB
+    reasons = {f["key"]: f["reason"] for f in map(json.loads, sidecar_path(out, "failures").read_text().splitlines())}
+    assert sorted(reasons) == sorted(["broken.png", key])
+    assert f"mask is {HUGE}x{HUGE} but the image is {W}x{H}" in reasons[key]
+    assert len(json.loads(out.read_text())["images"]) == 3
+
+
 # ------------------------------------------------------------------------ CLI
 @pytest.fixture
 def tiny_as_vit_b(monkeypatch, tiny_ckpt, tmp_path):
