@@ -11,12 +11,13 @@ PNGs come from ``datasets/prepare_coco_semantic_annos_from_panoptic.py``.
 
 from __future__ import annotations
 
-import json
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from seg_suite.errors import UserError
+from seg_suite.io.files import load_json
+from seg_suite.io.paths import resolve_under
 
 _COCO_PANOPTIC_SPLITS = {
     # name: (image dir, panoptic PNG dir, panoptic json, semantic PNG dir, instances json)
@@ -66,35 +67,50 @@ def load_panoptic_with_sem_seg(json_file: str, image_root: str, panoptic_root: s
     ``category_id`` and ``isthing``.
 
     Image files are taken from the JSON's ``images`` list; COCO's rule (the PNG name with ``.jpg``)
-    is the fallback when an image is not listed there.
+    is the fallback when an image is not listed there. Every name the JSON gives is resolved under
+    its folder (:func:`seg_suite.io.paths.resolve_under`): an absolute name or one climbing out with
+    ``..`` is a one-line UserError, as are a file of the wrong shape and a segment whose category
+    the metadata does not list.
     """
     if not os.path.isfile(json_file):
         raise UserError(f"panoptic annotation file not found: {json_file} (see datasets/README.md)")
-    with open(json_file) as f:
-        data = json.load(f)
-    images = {im["id"]: im for im in data.get("images", [])}
+    data = load_json(json_file, "panoptic annotation file")
+    if not (isinstance(data, dict) and isinstance(data.get("annotations"), list)
+            and isinstance(data.get("images", []), list)):
+        raise UserError(f"{json_file} is not a COCO panoptic file: expected an object with 'images' and "
+                        f"'annotations' lists")
+    images = {im["id"]: im for im in data.get("images", []) if isinstance(im, dict) and "id" in im}
     things = meta["thing_dataset_id_to_contiguous_id"]
     stuff = meta["stuff_dataset_id_to_contiguous_id"]
     out = []
     for ann in data["annotations"]:
+        if not (isinstance(ann, dict) and "image_id" in ann and isinstance(ann.get("file_name"), str)
+                and isinstance(ann.get("segments_info"), list)):
+            raise UserError(f"{json_file}: every annotation needs an 'image_id', a 'file_name' and a "
+                            f"'segments_info' list (found {ann!r:.120})")
         image_id = ann["image_id"]
         im = images.get(image_id)
-        image_name = im["file_name"] if im else os.path.splitext(ann["file_name"])[0] + ".jpg"
+        image_name = im.get("file_name") if im else os.path.splitext(ann["file_name"])[0] + ".jpg"
         segments = []
         for s in ann["segments_info"]:
+            category = s.get("category_id") if isinstance(s, dict) else None
+            if not isinstance(category, int) or (category not in stuff and category not in things):
+                raise UserError(f"{json_file}: a segment of {ann['file_name']} has category_id {category!r}, "
+                                f"which is not among the dataset's categories")
             s = dict(s)
-            isthing = s["category_id"] in things
-            s["category_id"] = things[s["category_id"]] if isthing else stuff[s["category_id"]]
+            isthing = category in things
+            s["category_id"] = things[category] if isthing else stuff[category]
             s["isthing"] = isthing
             segments.append(s)
         d = {
-            "file_name": os.path.join(image_root, image_name),
+            "file_name": str(resolve_under(image_root, image_name, f"{json_file}: image file_name")),
             "image_id": image_id,
-            "pan_seg_file_name": os.path.join(panoptic_root, ann["file_name"]),
+            "pan_seg_file_name": str(resolve_under(panoptic_root, ann["file_name"], f"{json_file}: panoptic PNG name")),
             "segments_info": segments,
         }
         if sem_seg_root:
-            d["sem_seg_file_name"] = os.path.join(sem_seg_root, ann["file_name"])
+            d["sem_seg_file_name"] = str(resolve_under(sem_seg_root, ann["file_name"],
+                                                       f"{json_file}: semantic PNG name"))
         if im and "height" in im:
             d["height"], d["width"] = im["height"], im["width"]
         out.append(d)

@@ -8,6 +8,12 @@ From a config: ``DATASETS.PSEUDO_COCO: [["name", "path/to/labels.json", "path/to
 registered by :func:`register_from_cfg` before the data loaders are built (class-agnostic when
 ``MODEL.SEM_SEG_HEAD.NUM_CLASSES == 1``). The same call registers panoptic pseudo-label roots
 (``DATASETS.PSEUDO_PANOPTIC``, :mod:`.pseudo_panoptic`).
+
+A label file is checked by :func:`seg_suite.io.coco.read_coco` with ``check_masks=True`` before
+detectron2's ``load_coco_json`` (and pycocotools) sees it: a wrong JSON shape, duplicate or
+dangling ids, a mask that does not fit its image (an RLE claiming 60000x60000 pixels, corrupt
+counts) or a ``file_name`` leaving the image folder is one line naming the file and the record,
+and nothing is decoded or allocated for it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,11 @@ from detectron2.data.datasets import load_coco_json
 
 from seg_suite.data.datasets.pseudo_panoptic import register_pseudo_panoptic_from_cfg
 from seg_suite.errors import UserError
+from seg_suite.io.coco import read_coco
+
+
+def _what(name: str) -> str:
+    return f"label file of dataset {name!r}"
 
 
 def _load(json_file: str, image_root: str, name: str, class_agnostic: bool) -> list[dict]:
@@ -26,6 +37,7 @@ def _load(json_file: str, image_root: str, name: str, class_agnostic: bool) -> l
         raise UserError(f"label file of dataset {name!r} not found: {json_file}")
     if not os.path.isdir(image_root):
         raise UserError(f"image folder of dataset {name!r} not found: {image_root}")
+    read_coco(json_file, _what(name), check_masks=True)
     dicts = load_coco_json(json_file, image_root, None if class_agnostic else name)
     if class_agnostic:
         for d in dicts:
@@ -49,16 +61,14 @@ def register_pseudo_coco(name: str, json_file: str, image_root: str, class_agnos
     meta.set(json_file=json_file, image_root=image_root, evaluator_type="coco", class_agnostic=class_agnostic)
     if class_agnostic:
         # The COCO evaluator maps contiguous class 0 back to the file's first category id.
-        meta.set(thing_classes=["fg"], thing_dataset_id_to_contiguous_id={_first_category_id(json_file): 0})
+        meta.set(thing_classes=["fg"], thing_dataset_id_to_contiguous_id={_first_category_id(json_file, name): 0})
 
 
-def _first_category_id(json_file: str) -> int:
-    import json
-
+def _first_category_id(json_file: str, name: str) -> int:
     if not os.path.isfile(json_file):
         return 1  # checked again (with a clear error) when the dataset is loaded
-    with open(json_file) as f:
-        cats = json.load(f).get("categories") or [{"id": 1}]
+    # The structure only: the masks are checked when the dataset is loaded.
+    cats = read_coco(json_file, _what(name)).get("categories") or [{"id": 1}]
     return int(cats[0]["id"])
 
 

@@ -8,6 +8,10 @@ The root has the layout :class:`seg_suite.pseudo.panoptic.PanopticJob` writes (t
     ROOT/annotations/instances_SPLIT.json    the thing segments as COCO instances (optional: COCO AP)
     ROOT/images/SPLIT                        the images
 
+The PNG and image names of the JSON are resolved under their folders
+(:func:`seg_suite.data.datasets.coco_panoptic.load_panoptic_with_sem_seg`): a name that leaves its
+folder is refused with one line.
+
 The registration is Mask2Former's for COCO panoptic with semantic maps
 (``mask2former/data/datasets/register_coco_panoptic_annos_semseg.py``): evaluator
 ``coco_panoptic_seg``, contiguous ids over all K + S categories in the file's order,
@@ -22,11 +26,11 @@ loaders are built, in ``tools/train_net.py``, self-training and the pipeline ali
 
 from __future__ import annotations
 
-import json
 import os
 
 from seg_suite.data.datasets.coco_panoptic import register_panoptic_with_sem_seg, sem_seg_ignore_label
 from seg_suite.errors import UserError
+from seg_suite.io.files import load_json
 
 
 def pseudo_panoptic_paths(root, split: str) -> dict[str, str]:
@@ -47,14 +51,14 @@ def read_pseudo_panoptic_categories(panoptic_json: str) -> list[dict]:
     The semantic PNGs hold ``category_id - 1`` (:func:`seg_suite.pseudo.panoptic.semantic_from_panoptic`)
     and detectron2 numbers classes by list position, so the list must be ids 1..N in order.
     """
-    try:
-        with open(panoptic_json) as f:
-            categories = json.load(f).get("categories") or []
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read panoptic pseudo-labels {panoptic_json}: {err}") from None
+    data = load_json(panoptic_json, "panoptic pseudo-label file")
+    categories = data.get("categories") if isinstance(data, dict) else None
     if not categories:
         raise UserError(f"{panoptic_json} lists no categories (write it with `seg-suite panoptic`)")
-    ids = [int(c["id"]) for c in categories]
+    if not isinstance(categories, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), int)
+                                                   for c in categories):
+        raise UserError(f"{panoptic_json}: 'categories' must be a list of objects with an integer 'id'")
+    ids = [c["id"] for c in categories]
     if ids != list(range(1, len(ids) + 1)):
         raise UserError(f"{panoptic_json}: category ids must be 1..{len(ids)} in order (things then stuff), "
                         f"as `seg-suite panoptic` writes them; got {ids[:8]}...")
