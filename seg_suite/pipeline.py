@@ -192,6 +192,24 @@ def train_config_opts(out: Path, p: dict) -> list[str]:
             "MODEL.DEVICE", p["device"], "OUTPUT_DIR", str(_stage_dir(out, "train")), *p["opts"]]
 
 
+def _num_gpus(p: dict) -> int:
+    return 0 if p["device"] == "cpu" else 1
+
+
+def check_train_config(out: Path, p: dict) -> None:
+    """Build the training config now, so that a bad one (a YAML Python tag, an unknown key, a value
+    that cannot train) is refused before the pseudo-label stages run rather than after them."""
+    import importlib.util
+
+    if importlib.util.find_spec("detectron2") is None:
+        return  # the stages before training run without detectron2; training says what is missing
+    from seg_suite.engine.launch import build_config
+    from seg_suite.features.extractor import resolve_device
+
+    resolve_device(p["device"])  # --device sets MODEL.DEVICE: refuse it in the words of the other stages
+    build_config(str(p["config"]), train_config_opts(out, p), _num_gpus(p))
+
+
 def stage_train(out: Path, p: dict) -> dict:
     import argparse
 
@@ -199,9 +217,9 @@ def stage_train(out: Path, p: dict) -> dict:
 
     folder = _stage_dir(out, "train")
     # --resume: a fresh folder has no checkpoint and starts from MODEL.WEIGHTS (none: random init);
-    # an interrupted one continues from its last_checkpoint.
+    # an interrupted one continues after the newest checkpoint that loads.
     args = argparse.Namespace(config_file=str(p["config"]), opts=train_config_opts(out, p), eval_only=False,
-                              resume=True, num_gpus=0 if p["device"] == "cpu" else 1, num_machines=1,
+                              resume=True, num_gpus=_num_gpus(p), num_machines=1,
                               machine_rank=0, dist_url="auto")
     main(args)
     losses = {}
@@ -285,7 +303,8 @@ def run_unsupervised_pipeline(output_dir, *, num_train: int = DEFAULT_NUM_TRAIN,
         {"class_agnostic_AP50", "hungarian_mIoU", "PQ", "PQ_things", "PQ_stuff", "pseudo_AP50_train",
         "protocol", "fit"}; the full results are in ``output_dir/evaluate/results.json``.
     The parameters are recorded in ``output_dir/pipeline.json``; a rerun with different ones is refused
-    (delete the folder, or the stages to redo).
+    (delete the folder, or the stages to redo). The training config and ``opts`` are built and checked
+    (:func:`check_train_config`) before the first stage runs.
     """
     if num_things < 4:
         raise UserError(f"--num-things must be at least 4 (the synthetic set's thing categories), got {num_things}")
@@ -294,9 +313,11 @@ def run_unsupervised_pipeline(output_dir, *, num_train: int = DEFAULT_NUM_TRAIN,
     if not Path(config_file).is_file():
         raise UserError(f"config file not found: {config_file}")
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     params = {"num_train": num_train, "num_val": num_val, "num_things": num_things, "num_stuff": num_stuff,
               "max_iter": max_iter, "seed": seed, "config": str(config_file), "opts": list(opts)}
+    p = dict(params, device=device, progress=progress)
+    check_train_config(out, p)
+    out.mkdir(parents=True, exist_ok=True)
     record = out / "pipeline.json"
     if record.is_file():
         previous = json.loads(record.read_text())["params"]
@@ -308,7 +329,6 @@ def run_unsupervised_pipeline(output_dir, *, num_train: int = DEFAULT_NUM_TRAIN,
         from seg_suite.pseudo.runner import library_versions
 
         atomic_write_json(record, {"params": params, "versions": library_versions()}, indent=1)
-    p = dict(params, device=device, progress=progress)
     for stage in STAGES:
         done = _finished(out, stage)
         if done is not None:

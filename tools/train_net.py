@@ -4,7 +4,12 @@
     tools/train_net.py --config-file configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml --num-gpus 8
     tools/train_net.py --config-file configs/synthetic/maskformer2_R50_tiny_cpu.yaml --num-gpus 0
     tools/train_net.py --config-file CFG --eval-only MODEL.WEIGHTS model_final.pth
-    tools/train_net.py --config-file CFG --resume      # continue from OUTPUT_DIR/last_checkpoint
+    tools/train_net.py --config-file CFG --resume      # continue after the newest checkpoint that loads
+    tools/train_net.py --config-file CFG --eval-only --allow-untrained   # a random model's scores
+
+Config files are read as data (a YAML Python tag is refused) and checked before anything is
+written. Exit codes: 0 done, 2 a mistake in the command or its files (one ``error:`` line),
+130 Ctrl-C, 143 SIGTERM; after either stop, rerun with --resume.
 
 All logic lives in seg_suite.engine (shared with self-training); see seg_suite/engine/launch.py.
 """

@@ -3,13 +3,22 @@
 detectron2 conventions (``default_argument_parser``): ``--config-file``, ``--num-gpus``,
 ``--num-machines``, ``--machine-rank``, ``--dist-url``, ``--resume``, ``--eval-only`` and
 trailing ``KEY VALUE`` overrides; multi-GPU / multi-node runs go through detectron2's ``launch``
-(torch.distributed). ``--num-gpus 0`` runs in this process on the CPU.
+(torch.distributed).
+
+Devices. ``--num-gpus 0`` runs in this process on the CPU. ``MODEL.DEVICE`` left at detectron2's
+default (``cuda``) follows the machine: the CPU with ``--num-gpus 0`` or without CUDA (logged). A
+``MODEL.DEVICE cuda`` written in the config or the overrides is a request: it is refused without
+CUDA, and refused with ``--num-gpus 0``, which contradicts it.
+
+Exit codes of :func:`run` (:mod:`seg_suite.errors`): 0 done, 2 a user mistake (one ``error:``
+line: bad config, missing weights or data, unwritable OUTPUT_DIR), 130 Ctrl-C, 143 SIGTERM (both
+keep the checkpoints written so far: rerun with ``--resume``), 1 a bug (with its traceback).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
-import os
 import sys
 
 import torch
@@ -20,43 +29,74 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import seg_suite.modeling  # noqa: F401  (registers the MaskFormer components)
+from seg_suite import signals
 from seg_suite.config import add_seg_suite_config
 from seg_suite.data.datasets import register_from_cfg, register_synthetic
-from seg_suite.engine.config import add_training_config
+from seg_suite.engine import file_io
+from seg_suite.engine.config import add_training_config, check_config, merge_config_file, merge_overrides
 from seg_suite.engine.trainer import Trainer
-from seg_suite.errors import UserError
+from seg_suite.errors import EXIT_OK, EXIT_USER_ERROR, UserError
+from seg_suite.io.files import check_writable_dir
 from seg_suite.modeling import MaskFormerCheckpointer
+from seg_suite.modeling.checkpoint import resume_candidates
 
 logger = logging.getLogger("seg_suite")
 
 
-def build_config(config_file: str = "", opts: list | None = None, num_gpus: int | None = None):
-    """The frozen config: detectron2 defaults + seg_suite keys + ``config_file`` + ``opts``.
+def _resolve_device(cfg, explicit: bool, num_gpus: int | None) -> None:
+    """Apply the device rules of the module docstring to ``cfg.MODEL.DEVICE`` (in place)."""
+    device = str(cfg.MODEL.DEVICE)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"MODEL.DEVICE '{device}' is not a device; use cpu or cuda") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported MODEL.DEVICE '{device}'; use cpu or cuda")
+    if dev.type == "cpu":
+        return
+    if not explicit:
+        if num_gpus == 0 or not torch.cuda.is_available():
+            logger.warning("running on CPU (MODEL.DEVICE was %s; no GPU requested or available)", device)
+            cfg.MODEL.DEVICE = "cpu"
+        return
+    if num_gpus == 0:
+        raise UserError(f"--num-gpus 0 means training on the CPU, but MODEL.DEVICE is '{device}'; drop "
+                        f"MODEL.DEVICE (or set it to cpu) to use the CPU, or give --num-gpus N to use N GPUs")
+    if not torch.cuda.is_available():
+        raise UserError(f"MODEL.DEVICE '{device}' requested but CUDA is not available here; use MODEL.DEVICE cpu "
+                        f"(and --num-gpus 0)")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise UserError(f"MODEL.DEVICE '{device}' requested but this machine has {count} CUDA device(s)")
+    if num_gpus is not None and num_gpus > count:
+        raise UserError(f"--num-gpus {num_gpus} requested but this machine has {count} CUDA device(s)")
 
-    Device rules: ``--num-gpus 0`` means CPU; without CUDA the device falls back to CPU (logged).
-    AMP is forced off on CPU (detectron2's AMPTrainer asserts CUDA).
+
+def build_config(config_file: str = "", opts: list | None = None, num_gpus: int | None = None,
+                 num_machines: int = 1):
+    """The frozen, checked config: detectron2 defaults + seg_suite keys + ``config_file`` + ``opts``.
+
+    The file and its ``_BASE_`` chain are read as data only (a YAML Python tag is refused);
+    unknown keys, values of the wrong type and values that cannot train
+    (:data:`seg_suite.engine.config.VALUE_RULES`) are one-line UserErrors. Device rules: see the
+    module docstring. AMP is forced off on CPU (detectron2's AMPTrainer asserts CUDA).
+    ``num_gpus`` and ``num_machines`` (None: one process) check that the batch splits evenly.
     """
     cfg = get_cfg()
     add_seg_suite_config(cfg)
     add_training_config(cfg)
+    explicit_device = False
     if config_file:
-        if not os.path.isfile(config_file):
-            raise UserError(f"config file not found: {config_file}")
-        try:
-            cfg.merge_from_file(config_file)
-        except (KeyError, AssertionError, ValueError) as err:
-            raise UserError(f"bad config file {config_file}: {err}") from None
-    try:
-        cfg.merge_from_list(list(opts or []))
-    except (KeyError, AssertionError, ValueError) as err:
-        raise UserError(f"bad config override: {err}") from None
-    if num_gpus == 0 or (cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()):
-        if cfg.MODEL.DEVICE != "cpu":
-            logger.warning("running on CPU (MODEL.DEVICE was %s; no GPU requested or available)", cfg.MODEL.DEVICE)
-        cfg.MODEL.DEVICE = "cpu"
+        mapping = merge_config_file(cfg, config_file)
+        explicit_device = isinstance(mapping.get("MODEL"), dict) and "DEVICE" in mapping["MODEL"]
+    opts = [str(x) for x in (opts or [])]
+    merge_overrides(cfg, opts)
+    explicit_device = explicit_device or "MODEL.DEVICE" in opts[0::2]
+    _resolve_device(cfg, explicit_device, num_gpus)
     if cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED:
         logger.info("mixed precision (SOLVER.AMP.ENABLED) is CUDA-only: turned off on CPU")
         cfg.SOLVER.AMP.ENABLED = False
+    check_config(cfg, max(1, (num_gpus or 0) * max(1, num_machines)))
     cfg.freeze()
     return cfg
 
@@ -68,9 +108,27 @@ def register_datasets(cfg) -> None:
     register_from_cfg(cfg)
 
 
+def _check_weights_for_eval(cfg, args) -> None:
+    if cfg.MODEL.WEIGHTS or getattr(args, "allow_untrained", False):
+        return
+    if getattr(args, "resume", False) and resume_candidates(cfg.OUTPUT_DIR):
+        return
+    raise UserError("--eval-only needs trained weights: set MODEL.WEIGHTS path/to/model_final.pth (or pass --resume "
+                    "with the run's OUTPUT_DIR); --allow-untrained scores a randomly initialised model instead")
+
+
 def setup(args):
-    """Config + logging + dataset registration for one process (detectron2's ``default_setup``)."""
-    cfg = build_config(args.config_file, args.opts, args.num_gpus)
+    """Config + checks + logging + dataset registration for one process (detectron2's ``default_setup``).
+
+    Everything that can be refused is checked before detectron2 writes anything: the config, the
+    weights of ``--eval-only`` and a writable OUTPUT_DIR.
+    """
+    cfg = build_config(args.config_file, args.opts, args.num_gpus, getattr(args, "num_machines", 1))
+    if getattr(args, "eval_only", False):
+        _check_weights_for_eval(cfg, args)
+    if comm.is_main_process():
+        check_writable_dir(cfg.OUTPUT_DIR or ".", "output folder (OUTPUT_DIR)")
+    file_io.install()
     default_setup(cfg, args)
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_suite")
     register_datasets(cfg)
@@ -78,7 +136,10 @@ def setup(args):
 
 
 def main(args):
-    """Train (``--resume`` continues from the last checkpoint in OUTPUT_DIR) or only evaluate."""
+    """Train (``--resume`` continues after the newest checkpoint in OUTPUT_DIR that loads) or only evaluate."""
+    if comm.get_world_size() > 1:
+        # A process started by launch() for one GPU: bind its DataLoader workers to it too.
+        signals.install()
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
@@ -96,22 +157,36 @@ def parse_args(argv: list[str] | None = None):
     parser = default_argument_parser(
         epilog="Defaults of every config key: seg_suite/config.py (the official Mask2Former YAML values) and "
                "seg_suite/engine/config.py; configs/ holds the official schedules. Example:\n"
-               "  tools/train_net.py --config-file configs/synthetic/maskformer2_R50_tiny_cpu.yaml --num-gpus 0"
+               "  tools/train_net.py --config-file configs/synthetic/maskformer2_R50_tiny_cpu.yaml --num-gpus 0\n"
+               "Exit codes: 0 done, 2 a mistake in the command or its files (one error line), 130 Ctrl-C, "
+               "143 SIGTERM (checkpoints are kept: rerun with --resume)."
     )
+    parser.add_argument("--allow-untrained", action="store_true",
+                        help="with --eval-only and no MODEL.WEIGHTS, evaluate the randomly initialised model: the "
+                             "scores are those of a random model, for checking the evaluation set-up only "
+                             "(default: refused)")
     return parser.parse_args(argv)
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and train or evaluate; user mistakes (bad config, missing weights or data
-    files) become one ``error:`` line and exit code 2."""
+    """Parse ``argv`` and train or evaluate; returns the exit code of the module docstring."""
+    signals.install()
     args = parse_args(argv)
+    code = EXIT_OK
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
                dist_url=args.dist_url, args=(args,))
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     except FileNotFoundError as err:  # e.g. a dataset JSON that detectron2's own loaders open
         print(f"error: file not found: {err.filename or err} (see datasets/README.md)", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt as err:
+        code = signals.exit_code(err)
+        print(f"stopped ({'SIGTERM' if isinstance(err, signals.Terminated) else 'interrupted'}); the checkpoints "
+              f"written so far are kept: rerun the same command with --resume to continue", file=sys.stderr)
+    # The traceback is gone now: collect the trainer, so its DataLoader workers are joined while
+    # this process is still in charge rather than at interpreter exit.
+    gc.collect()
+    return code

@@ -41,7 +41,8 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write, atomic_write_json, load_json
+from seg_suite.io.coco import check_coco
+from seg_suite.io.files import atomic_write, atomic_write_json, check_writable_dir, load_json
 from seg_suite.io.masks import mask_to_bbox, rle_to_mask
 
 logger = logging.getLogger("seg_suite")
@@ -244,11 +245,16 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
         raise UserError(f"image folder not found: {image_root}")
     if not os.path.isfile(config_file):
         raise UserError(f"config file not found: {config_file}")
+    # Every round trains with this config: refuse a bad one (or one that would run code) before
+    # anything is written.
+    from seg_suite.engine.launch import build_config
+
+    build_config(config_file, list(opts), num_gpus, num_machines)
     out = Path(output)
     if not resume and any(out.glob("round_*")):
         raise UserError(f"{out} already holds self-training rounds: pass --resume to continue, "
                         f"or choose another --output")
-    out.mkdir(parents=True, exist_ok=True)
+    check_writable_dir(out, "--output folder")
     atomic_write_json(out / "self_train.json", {
         "config_file": os.path.abspath(config_file), "train_json": os.path.abspath(train_json),
         "image_root": os.path.abspath(image_root), "rounds": rounds, "thresholds": thresholds,
@@ -269,7 +275,9 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
             if k > 1:
                 raise UserError(f"{data} is missing although round {k - 1} finished; remove "
                                 f"{out / f'round_{k - 1}' / 'round.json'} to redo that round")
-            check_coco_instances(load_json(train_json, "pseudo-label file"), train_json)
+            labels = load_json(train_json, "pseudo-label file")
+            check_coco_instances(labels, train_json)
+            check_coco(labels, train_json, "pseudo-label file", check_masks=True)
             _copy(train_json, data)
         summaries.append(_one_round(k, folder, data, image_root, config_file, list(opts), thresholds[k - 1],
                                     merge_iou, f"{dataset_prefix}_round{k}",
