@@ -66,6 +66,14 @@ class Job(abc.ABC):
         """Execution details for the log file (device...), never part of the output."""
         return {}
 
+    def output_folders(self, items: list[WorkItem]) -> list[Path]:
+        """Folders besides the output's that ``process`` writes into for ``items`` (masks, frames...).
+
+        The runner proves each writable before the first item, so that a read-only or misspelt
+        destination stops the run at once instead of failing every item.
+        """
+        return []
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         for attr in self.heavy_attrs:

@@ -34,6 +34,8 @@ Writing a job (subclass :class:`Job`, or :class:`CocoMaskJob` for COCO mask file
 ``finalize(records, info)``  records (sorted by item key) -> the final output object;
                    must put ``info`` into it (for COCO, ``out["info"]``).
 ``write_output(path, final)`` / ``read_info(path)``  default: atomic JSON.
+``output_folders(items)``  folders ``process`` writes into besides the output's (default none);
+                   each is checked for writing before the first item.
 
 Files (``OUT.json`` given as the output; ``<stem>`` is ``OUT``)
 ---------------------------------------------------------------
@@ -45,9 +47,16 @@ Files (``OUT.json`` given as the output; ``<stem>`` is ``OUT``)
 ``<stem>.log.jsonl``       one line of timings per session (kept out of the output so that
                            resumed and sharded outputs are byte-identical to an uninterrupted run).
 With ``K > 1`` shards, shard ``I`` writes ``<stem>.shard-IIIII-of-KKKKK.json`` (plus its own
-journal/failures/log named from that stem), an intermediate file holding the shard's records;
+journal/failures/log named from that stem), an intermediate file holding the shard's records
+and the SHA-256 of its content (:func:`~seg_suite.pseudo.shards.shard_content_digest`);
 :func:`merge_outputs` (``seg-suite merge``) joins all K into ``OUT.json``, byte-identical to
-an unsharded run with the same ``--batch-size``.
+an unsharded run with the same ``--batch-size``, and refuses a shard whose content no longer
+matches its digest (edited after it was written), since a merged file cannot show which
+shard's records were altered.
+
+Every file is created with the mode a plain ``open()`` gives under the process umask. The
+output folder (and any folder the job writes into, :meth:`Job.output_folders`) is checked
+before the first item; a sidecar file that cannot be written stops the run with one line.
 
 The full sorted key list is cut into fixed chunks of ``batch_size`` consecutive items, the
 batches the model sees; sharding deals chunk ``j`` to shard ``j % K``. That is balanced to
@@ -64,9 +73,14 @@ Failures and restarts
 A failed item is journaled like a finished one: ``--resume`` does not retry it unless
 ``retry_failed``. An exception other than ItemError/ImageReadError is recorded as
 ``unexpected error (Type: message)`` (its traceback printed once per run); ten such in a row
-before any success abort the run, since that is a bug or a broken set-up, not bad data.
+before any success abort the run, since that is a bug or a broken set-up, not bad data. The
+:class:`RunSummary` counts the failures; whether a run with failures counts as a failed run is
+the caller's decision (the CLI exits with 3 when none succeeded, or more than ``--max-failed``).
 Without ``resume`` an existing journal or output is an error; with it, a finished output
 is left alone. The journal is locked (``lockf``), so a second process on the same output stops.
+SIGINT and SIGTERM (a ``KeyboardInterrupt``, see :mod:`seg_suite.signals`) unwind through
+``finally`` blocks: DataLoader workers are shut down explicitly, every finished item stays in
+the journal, and ``--resume`` continues.
 
 For other generators
 --------------------
@@ -98,11 +112,17 @@ from typing import Any, Callable, Iterable, Sequence
 
 from seg_suite import __version__
 from seg_suite.errors import UserError
-from seg_suite.io.files import json_default, atomic_write, atomic_write_json
+from seg_suite.io.files import atomic_write, atomic_write_json, cannot_write, check_writable_dir, json_default
 from seg_suite.io.images import ImageReadError
 from seg_suite.pseudo.inputs import WorkItem, discover_inputs
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError, Job, default_job_resolver, job_class_path
-from seg_suite.pseudo.shards import ShardSpec, shard_output_path, sidecar_path
+from seg_suite.pseudo.shards import (
+    SHARD_DIGEST_KEY,
+    ShardSpec,
+    shard_content_digest,
+    shard_output_path,
+    sidecar_path,
+)
 
 __all__ = [
     "CocoMaskJob", "ItemError", "Job", "RunSummary", "ShardSpec", "WorkItem", "default_job_resolver",
@@ -110,7 +130,7 @@ __all__ = [
 ]
 
 JOURNAL_FORMAT = 1
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # 2: the shard file carries the SHA-256 of its content
 # Packages whose versions are recorded in every output (read from metadata, not imported).
 VERSIONED_PACKAGES = (
     "torch", "torchvision", "numpy", "pillow", "timm", "scipy", "opencv-python-headless",
@@ -159,6 +179,19 @@ def _normalise(record: Any) -> Any:
     return json.loads(json.dumps(record, default=json_default))
 
 
+@contextlib.contextmanager
+def _writing(path: Path):
+    """Turn an OSError while writing the sidecar ``path`` into the one-line UserError.
+
+    The journal, live failures and log are opened here directly (appended to, not replaced
+    atomically); a full disk or a read-only mount met there is the user's to fix, not a bug.
+    """
+    try:
+        yield
+    except OSError as err:
+        raise cannot_write(path, err) from None
+
+
 # ----------------------------------------------------------------------- journal
 class _Journal:
     """Append-only JSON-lines journal; one fsync per line so a kill loses at most one line.
@@ -174,8 +207,9 @@ class _Journal:
         self.fh = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fh = open(self.path, "a+b")  # appends always go to the end, whatever was read
+        with _writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(self.path, "a+b")  # appends always go to the end, whatever was read
         try:
             import fcntl
 
@@ -228,9 +262,11 @@ class _Journal:
         return True
 
     def _write(self, obj: dict) -> None:
-        self.fh.write((json.dumps(obj, default=json_default) + "\n").encode("utf-8"))
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
+        line = (json.dumps(obj, default=json_default) + "\n").encode("utf-8")
+        with _writing(self.path):
+            self.fh.write(line)
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
 
     def add(self, entry: dict) -> None:
         self._write(entry)
@@ -238,13 +274,17 @@ class _Journal:
 
     def remove(self) -> None:
         """Delete the journal (the run is complete), still holding the lock."""
-        self.path.unlink()
+        with _writing(self.path):
+            self.path.unlink()
         self.close()
 
     def close(self) -> None:
         if self.fh is not None:
-            self.fh.close()
-            self.fh = None
+            fh, self.fh = self.fh, None
+            # Every line was flushed when written; an error here (the disk filled while a line was
+            # buffered) must not replace the error that is already on its way up.
+            with contextlib.suppress(OSError):
+                fh.close()
 
 
 # --------------------------------------------------------------------- loading
@@ -270,6 +310,21 @@ class _PreparedItems:
 
 def _identity(batch):
     return batch
+
+
+def _leave_stop_signals_to_the_parent(worker_id: int) -> None:  # noqa: ARG001 - worker_init_fn signature
+    """DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT, as every seg_suite child does.
+
+    seg_suite.signals sets this up at fork, but torch's worker loop then installs its own SIGTERM
+    handler, which dies on a SIGTERM from anyone but the parent: a scheduler signalling the whole
+    process group would kill the workers before the parent could stop them, and the parent would
+    fail with "DataLoader worker killed" instead of stopping cleanly. A worker that outlives its
+    parent still gets SIGKILL from the kernel (PR_SET_PDEATHSIG).
+    """
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _chunks(num: int, size: int) -> list[list[int]]:
@@ -335,22 +390,30 @@ def _write_failures(path: Path, failures: list[dict]) -> None:
             fh.write(json.dumps(entry) + "\n")
 
 
-def _check_finished(job: Job, target: Path, header: dict, sharded: bool) -> None:
-    """Refuse to treat ``target`` as the finished result of this run if it is not."""
+def _check_finished(job: Job, target: Path, header: dict, sharded: bool) -> int:
+    """Refuse to treat ``target`` as the finished result of this run if it is not.
+
+    Returns how many items of that finished run failed (0 when the output does not say), so
+    that rerunning a finished run reports the same outcome as the run that wrote it.
+    """
     try:
         if sharded:
             with open(target, encoding="utf-8") as fh:
                 doc = json.load(fh)
             info = {k: doc.get(k) for k in ("job", "params", "keys_sha256")}
+            failures = doc.get("failures")
+            num_failed = len(failures) if isinstance(failures, list) else 0
         else:
             info = job.read_info(target) or {}
-            info = {"job": info.get("job"), "params": info.get("params"),
-                    "keys_sha256": (info.get("inputs") or {}).get("keys_sha256")}
-    except (OSError, ValueError) as err:
+            inputs = info.get("inputs") if isinstance(info.get("inputs"), dict) else {}
+            num_failed = inputs.get("num_failed") if isinstance(inputs.get("num_failed"), int) else 0
+            info = {"job": info.get("job"), "params": info.get("params"), "keys_sha256": inputs.get("keys_sha256")}
+    except (OSError, ValueError, AttributeError) as err:
         raise UserError(f"{target} exists but cannot be read ({_one_line(err)}); delete it to rerun") from None
     for name, value in info.items():
         if value != header[name]:
             raise UserError(f"{target} exists from a run with a different {name}; delete it or choose another --output")
+    return num_failed
 
 
 def run_job(
@@ -380,6 +443,10 @@ def run_job(
         raise ValueError("work item keys must be unique")
     target = shard_output_path(output, shard)
     journal_path = sidecar_path(target, "journal")
+    # Before any model call: an unwritable destination is found in a second, not after the run.
+    check_writable_dir(target.parent, "output folder")
+    for folder in job.output_folders(items):
+        check_writable_dir(folder, f"{job.name} output folder")
     params = _normalise(job.params())
     header = {
         "seg_suite_journal": JOURNAL_FORMAT, "job": job.name, "job_class": job_class_path(job),
@@ -390,7 +457,7 @@ def run_job(
 
     if overwrite:
         for path in (journal_path, target):
-            with contextlib.suppress(FileNotFoundError):
+            with _writing(path), contextlib.suppress(FileNotFoundError):
                 path.unlink()
     if journal_path.exists() and not resume:
         raise UserError(f"{journal_path} exists from an earlier run; pass --resume to continue it, "
@@ -399,9 +466,10 @@ def run_job(
         if not resume:
             raise UserError(f"{target} already exists; delete it, choose another --output, "
                             f"or pass --resume to keep it")
-        _check_finished(job, target, header, shard.num_shards > 1)
+        num_failed = _check_finished(job, target, header, shard.num_shards > 1)
         print(f"{target} is already complete; nothing to do", file=sys.stderr)
-        return RunSummary(target, len(mine), 0, 0, time.time() - started, skipped=True)
+        return RunSummary(target, len(mine), num_failed, 0, time.time() - started, skipped=True,
+                          failures=sidecar_path(target, "failures"))
     journal = _Journal(journal_path, header)
     journal.acquire()
     try:
@@ -432,6 +500,7 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
                                      "batch_size")},
                "records": [{"key": e["key"], "record": e["record"]} for e in entries if "record" in e],
                "failures": failures}
+        doc[SHARD_DIGEST_KEY] = shard_content_digest(doc)
         atomic_write_json(target, doc)
     else:
         info = build_info(job.name, header["job_class"], params, header["versions"], len(items),
@@ -446,53 +515,79 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
         "items_per_second": round(processed / seconds, 3) if seconds > 0 else None,
         "num_failed": len(failures), "batch_size": batch_size, "workers": workers, **job.runtime_info(),
     }
-    with open(sidecar_path(target, "log"), "a", encoding="utf-8") as fh:
+    log_path = sidecar_path(target, "log")
+    with _writing(log_path), open(log_path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(log) + "\n")
     journal.remove()
     return RunSummary(target, len(mine), len(failures), processed, seconds, failures=failures_path)
 
 
+def _batches(job: Job, mine: list[WorkItem], chunks: list[list[int]], workers: int):
+    """An iterator over the prepared chunks, and the function that stops its worker processes."""
+    dataset = _PreparedItems(job, mine)
+    if workers == 0 or not chunks:  # the same chunks in this process, without importing torch for light jobs
+        return ([dataset[i] for i in chunk] for chunk in chunks), lambda: None
+    import torch.utils.data
+
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=workers, collate_fn=_identity,
+                                         worker_init_fn=_leave_stop_signals_to_the_parent)
+    batches = iter(loader)
+    # The iterator's own __del__ would stop the workers only when the garbage collector gets to it,
+    # which an exception's traceback can delay; torch has no public method for this.
+    return batches, getattr(batches, "_shutdown_workers", lambda: None)
+
+
 def _process_pending(job, mine, journal, failures_path, batch_size, workers, progress) -> int:
-    """Run every chunk that still has unjournaled items; returns how many items were journaled."""
+    """Run every chunk that still has unjournaled items; returns how many items were journaled.
+
+    On any exit (done, an error, SIGINT/SIGTERM as KeyboardInterrupt) the DataLoader workers are
+    shut down before this returns: they ignore those signals themselves, so the parent stops
+    them with the journal holding every finished item and no process left behind.
+    """
     from tqdm import tqdm
 
     chunks = [c for c in _chunks(len(mine), batch_size) if any(mine[i].key not in journal.entries for i in c)]
-    dataset = _PreparedItems(job, mine)
-    if workers > 0:
-        import torch.utils.data
-
-        loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=workers, collate_fn=_identity)
-    else:  # the same chunks in this process, without importing torch for light jobs
-        loader = ([dataset[i] for i in chunk] for chunk in chunks)
-    processed, successes, unexpected_streak, tracebacks = 0, 0, 0, []
     failed = sum("failure" in e for e in journal.entries.values())
     done = sum(item.key in journal.entries for item in mine)
+    with _writing(failures_path):
+        live = open(failures_path, "a", encoding="utf-8")
     bar = tqdm(total=len(mine), initial=done, unit=job.unit, desc=job.name, disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
-    with bar, open(failures_path, "a", encoding="utf-8") as live:
-        for chunk in loader:
-            good = [(item, value) for item, ok, value in chunk if ok]
-            results = dict(zip((item.key for item, _ in good), _process(job, [v for _, v in good], tracebacks)))
-            for item, ok, value in chunk:
-                if item.key in journal.entries:  # part of a chunk recomputed after a kill
-                    continue
-                result = results[item.key] if ok else value
-                if isinstance(result, str):
-                    failure = {"key": item.key, "path": item.path, "reason": result}
-                    journal.add({"key": item.key, "failure": failure})
-                    failed += 1
+    batches, shutdown = _batches(job, mine, chunks, workers)
+    try:
+        with bar, live:
+            return _consume(job, batches, journal, live, failures_path, bar, failed)
+    finally:
+        shutdown()
+
+
+def _consume(job, batches, journal, live, failures_path, bar, failed) -> int:
+    """Process and journal every prepared chunk; returns how many items were journaled."""
+    processed, successes, unexpected_streak, tracebacks = 0, 0, 0, []
+    for chunk in batches:
+        good = [(item, value) for item, ok, value in chunk if ok]
+        results = dict(zip((item.key for item, _ in good), _process(job, [v for _, v in good], tracebacks)))
+        for item, ok, value in chunk:
+            if item.key in journal.entries:  # part of a chunk recomputed after a kill
+                continue
+            result = results[item.key] if ok else value
+            if isinstance(result, str):
+                failure = {"key": item.key, "path": item.path, "reason": result}
+                journal.add({"key": item.key, "failure": failure})
+                failed += 1
+                with _writing(failures_path):
                     live.write(json.dumps(failure) + "\n")
                     live.flush()
-                    unexpected_streak = unexpected_streak + 1 if result.startswith("unexpected") else 0
-                    if unexpected_streak >= MAX_UNEXPECTED_BEFORE_SUCCESS and successes == 0:
-                        raise RuntimeError(f"{unexpected_streak} items in a row failed unexpectedly and none "
-                                           f"succeeded; last: {result}")
-                else:
-                    journal.add({"key": item.key, "record": result})
-                    successes, unexpected_streak = successes + 1, 0
-                processed += 1
-                bar.update(1)
-            bar.set_postfix(failed=failed, refresh=False)
+                unexpected_streak = unexpected_streak + 1 if result.startswith("unexpected") else 0
+                if unexpected_streak >= MAX_UNEXPECTED_BEFORE_SUCCESS and successes == 0:
+                    raise RuntimeError(f"{unexpected_streak} items in a row failed unexpectedly and none "
+                                       f"succeeded; last: {result}")
+            else:
+                journal.add({"key": item.key, "record": result})
+                successes, unexpected_streak = successes + 1, 0
+            processed += 1
+            bar.update(1)
+        bar.set_postfix(failed=failed, refresh=False)
     return processed
 
 
@@ -505,6 +600,9 @@ def _load_shard(path: Path) -> dict:
         raise UserError(f"shard file not found: {path}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise UserError(f"{path} is not a complete shard file ({_one_line(err)}); rerun that shard with --resume") from None
+    if isinstance(doc, dict) and isinstance(doc.get("seg_suite_shard"), int) and doc["seg_suite_shard"] < SHARD_FORMAT:
+        raise UserError(f"{path} was written by an older seg_suite (shard format {doc['seg_suite_shard']}, without a "
+                        f"content digest); rerun that shard")
     if not isinstance(doc, dict) or doc.get("seg_suite_shard") != SHARD_FORMAT:
         raise UserError(f"{path} is not a seg_suite shard file (expected *.shard-IIIII-of-KKKKK.json)")
     try:
@@ -538,6 +636,7 @@ def merge_outputs(
         raise UserError(f"{output} already exists; delete it, choose another --output or pass --overwrite")
     if not paths:
         raise UserError("no shard files given")
+    check_writable_dir(output.parent, "output folder")
     docs = [(Path(p), _load_shard(Path(p))) for p in paths]
     first_path, first = docs[0]
     for path, doc in docs[1:]:
@@ -565,6 +664,12 @@ def merge_outputs(
     if keys_digest(all_keys) != first["keys_sha256"]:
         raise UserError("the shards' items do not add up to the run's input list (a shard file was edited "
                         "or comes from another run); rerun the shards")
+    # Last, so that the checks above name what is wrong with a damaged set; this one catches the
+    # edits that leave a shard well-formed (a changed mask, score or failure reason).
+    for path, doc in docs:
+        if doc.get(SHARD_DIGEST_KEY) != shard_content_digest(doc):
+            raise UserError(f"shard {path} was modified after it was written (its content no longer matches its "
+                            f"{SHARD_DIGEST_KEY}); rerun that shard")
     entries = sorted(((e["key"], e["record"]) for _, doc in docs for e in doc["records"]), key=lambda e: e[0])
     failures = sorted((f for _, doc in docs for f in doc["failures"]), key=lambda f: f["key"])
     job = resolver(first["job_class"]).from_params(first["params"])

@@ -1,4 +1,4 @@
-"""Shards of a dataset run, and the names of the files a run writes.
+"""Shards of a dataset run, the digest that seals a shard file, and the names of the files a run writes.
 
 Chunk ``j`` of ``batch_size`` consecutive items of the full sorted key list belongs to shard
 ``j % K`` (see :class:`ShardSpec` and the runner's module docstring for why). The shard can also come from a SLURM job array or torchrun.
@@ -6,6 +6,8 @@ Chunk ``j`` of ``batch_size`` consecutive items of the full sorted key list belo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,24 @@ class ShardSpec:
 
     def as_dict(self) -> dict:
         return {"num_shards": self.num_shards, "shard_id": self.shard_id}
+
+
+# ------------------------------------------------------------------- shard digest
+SHARD_DIGEST_KEY = "content_sha256"
+
+
+def shard_content_digest(doc: dict) -> str:
+    """SHA-256 of a shard file's content: every field but the digest, as canonical JSON.
+
+    Canonical means sorted keys, no whitespace, non-ASCII escaped, so the digest depends on the
+    values only, not on how a file was re-indented. It covers the records and failures (what an
+    edit would change) and the header (params, input digest), so merge can trust both.
+    """
+    from seg_suite.io.files import json_default
+
+    body = {k: v for k, v in doc.items() if k != SHARD_DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=json_default)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # -------------------------------------------------------------------- file names

@@ -65,6 +65,13 @@ class MotionMasksJob(CocoMaskJob):
     def runtime_info(self) -> dict:
         return {"device": self.device, "flow_cache": self.flow_cache}
 
+    def output_folders(self, items: list[WorkItem]) -> list[Path]:
+        folders = [] if self.masks_dir is None else [Path(self.masks_dir)]
+        # Frames are exported for video files only; a run over frame folders creates no frames folder.
+        if self.frames_dir is not None and any(Path(item.path).is_file() for item in items):
+            folders.append(Path(self.frames_dir))
+        return folders
+
     def _flow_fn(self):
         if self._flow is None:
             m = self.motion
