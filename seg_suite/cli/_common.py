@@ -4,14 +4,23 @@ motion-masks, cluster...), so each one spells and documents them the same way.
     add_input_output_args(parser)   --input --output --max-images
     add_device_arg(parser)          --device (device_from_args: cuda -> cuda:LOCAL_RANK under torchrun)
     add_run_args(parser)            --num-shards --shard-id --resume --overwrite
-                                    --retry-failed --batch-size --workers --no-progress
+                                    --retry-failed --batch-size --workers --max-failed --no-progress
     run_kwargs(args)                -> keyword arguments for seg_suite.pseudo.runner.run_job
     select_items(args)              -> the sorted work items of --input (first --max-images)
+    check_output(path)              -> a one-line error now if the output's folder cannot be written
+    finish(summary, args)           -> prints the closing line, returns the command's exit code
+
+Exit codes of a generator command (seg_suite.errors): 0 when the run finished and few enough
+items failed; 3 (EXIT_ITEMS_FAILED) when it finished but no item succeeded, or more than
+``--max-failed`` of them failed; 2 for a user error found before or during the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+from seg_suite.errors import EXIT_ITEMS_FAILED, EXIT_OK, UserError
 
 DEFAULT_WORKERS = 2  # decoding overlaps compute on 2+ cores; 0 reads in the main process
 
@@ -112,14 +121,29 @@ def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, w
         help=f"DataLoader worker processes reading and decoding {what} while the model runs "
              f"(default: {DEFAULT_WORKERS}; 0 reads in the main process)",
     )
+    add_max_failed_arg(group, what)
     group.add_argument(
         "--no-progress", action="store_true",
         help="hide the progress bar (default: shown on stderr, with items/s)",
     )
 
 
+def add_max_failed_arg(parser, what: str = "items") -> None:
+    parser.add_argument(
+        "--max-failed", type=float, default=None, metavar="FRACTION",
+        help=f"exit with code 3 when more than this fraction (0..1) of the {what} failed, e.g. 0.05; the "
+             f"output is written either way and the failures are listed in OUT.failures.jsonl (default: none, "
+             f"only a run in which every item failed exits with 3)",
+    )
+
+
+def check_max_failed(args) -> None:
+    value = getattr(args, "max_failed", None)
+    if value is not None and not 0 <= value <= 1:
+        raise UserError(f"--max-failed is a fraction of the items, from 0 to 1; got {value}")
+
+
 def select_items(args):
-    from seg_suite.errors import UserError
     from seg_suite.pseudo.inputs import discover_inputs
 
     items = discover_inputs(args.input)
@@ -134,9 +158,8 @@ def run_kwargs(args) -> dict:
     from seg_suite.pseudo.runner import ShardSpec
 
     if args.retry_failed and not args.resume:
-        from seg_suite.errors import UserError
-
         raise UserError("--retry-failed only makes sense with --resume")
+    check_max_failed(args)
     return {
         "shard": ShardSpec.resolve(args.num_shards, args.shard_id),
         "resume": args.resume,
@@ -148,13 +171,55 @@ def run_kwargs(args) -> dict:
     }
 
 
-def print_summary(summary) -> None:
-    """One closing line: what was written and how many items failed."""
-    import sys
+def check_output(path, what: str = "output folder") -> None:
+    """Fail now, in one line, if the folder of the output file ``path`` cannot be written.
 
-    if summary.skipped:
-        return
-    line = f"wrote {summary.output}: {summary.num_items - summary.num_failed} of {summary.num_items} items done"
-    if summary.num_failed:
-        line += f", {summary.num_failed} failed (reasons in {summary.failures})"
-    print(line, file=sys.stderr)
+    Called before a model is loaded, so an unwritable destination costs a second, not the
+    load time; the runner checks again before any item is processed.
+    """
+    from pathlib import Path
+
+    from seg_suite.io.files import check_writable_dir
+
+    check_writable_dir(Path(path).expanduser().absolute().parent, what)
+
+
+def items_exit_code(num_items: int, num_failed: int, max_failed: float | None = None) -> int:
+    """EXIT_ITEMS_FAILED when no item succeeded or more than ``max_failed`` of them failed, else EXIT_OK."""
+    if num_failed and num_failed >= num_items:
+        return EXIT_ITEMS_FAILED
+    if max_failed is not None and num_failed > max_failed * num_items:
+        return EXIT_ITEMS_FAILED
+    return EXIT_OK
+
+
+def summary_exit_code(summary, max_failed: float | None = None) -> int:
+    """The exit code for a run's RunSummary; when it is not 0, also one ``error:`` line saying why."""
+    code = items_exit_code(summary.num_items, summary.num_failed, max_failed)
+    if code != EXIT_OK:
+        if summary.num_failed >= summary.num_items:
+            why = f"no item succeeded (all {summary.num_items} failed)"
+        else:
+            why = (f"{summary.num_failed} of {summary.num_items} items failed, more than --max-failed "
+                   f"{max_failed:g} allows")
+        print(f"error: {why}; the reasons are in {summary.failures}", file=sys.stderr)
+    return code
+
+
+def print_summary(summary, max_failed: float | None = None) -> int:
+    """One closing line (what was written, how many items failed); returns the exit code.
+
+    The code is :func:`summary_exit_code`'s. A run that found its output already complete prints
+    no line of its own but returns the code of the run that wrote it.
+    """
+    if not summary.skipped:
+        line = f"wrote {summary.output}: {summary.num_items - summary.num_failed} of {summary.num_items} items done"
+        if summary.num_failed:
+            line += f", {summary.num_failed} failed (reasons in {summary.failures})"
+        print(line, file=sys.stderr)
+    return summary_exit_code(summary, max_failed)
+
+
+def finish(summary, args) -> int:
+    """The exit code of a generator command whose run returned ``summary`` (and its closing lines)."""
+    return print_summary(summary, getattr(args, "max_failed", None))

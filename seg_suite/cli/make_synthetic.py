@@ -29,7 +29,9 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from seg_suite.data.synthetic import make_synthetic_dataset
+    from seg_suite.io.files import check_writable_dir
 
+    check_writable_dir(args.output, "dataset root")
     info = make_synthetic_dataset(
         args.output, num_train=args.num_train, num_val=args.num_val, height=args.height, width=args.width,
         seed=args.seed, num_videos=args.num_videos, video_frames=args.video_frames,

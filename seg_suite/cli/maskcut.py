@@ -59,10 +59,10 @@ def run(args) -> int:
         raise UserError("--max-pixels must be positive")
     kwargs = _common.run_kwargs(args)
     items = _common.select_items(args)
+    _common.check_output(args.output)
     params = MaskCutParams(fixed_size=args.fixed_size, tau=args.tau, num_masks=args.num_masks,
                            facet=args.facet, crf=args.crf, solver=args.solver)
     job = MaskCutJob(params, backbone=args.backbone, weights=args.weights, device=_common.device_from_args(args),
                      max_pixels=args.max_pixels, random_init=args.random_init).load()
     summary = run_job(job, items, args.output, **kwargs)
-    _common.print_summary(summary)
-    return 0
+    return _common.finish(summary, args)

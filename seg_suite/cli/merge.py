@@ -5,6 +5,8 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+from seg_suite.cli import _common
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -13,8 +15,9 @@ def register(subparsers) -> None:
         description=(
             "Join the K shard files written by a run with --num-shards K (OUT.shard-IIIII-of-KKKKK.json) "
             "into OUT.json, identical to what an unsharded run writes, plus OUT.failures.jsonl. "
-            "Missing, duplicate, corrupt, unfinished or mismatched shards are refused with a message "
-            "and nothing is written."
+            "Missing, duplicate, corrupt, unfinished, mismatched or edited shards (each shard file carries "
+            "the SHA-256 of its content) are refused with a message and nothing is written. Exit code 3 "
+            "when no item of the run succeeded (or more than --max-failed failed), as for the run itself."
         ),
     )
     parser.add_argument(
@@ -24,6 +27,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="OUT.json", help="the merged output file")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output (default: off, an existing output is an error)")
+    _common.add_max_failed_arg(parser)
     parser.set_defaults(func=run)
 
 
@@ -48,6 +52,7 @@ def run(args) -> int:
     from seg_suite.errors import UserError
     from seg_suite.pseudo.runner import merge_outputs
 
+    _common.check_max_failed(args)
     output = Path(args.output)
     if args.inputs is None:
         stem = output.name[: -len(output.suffix)] if output.suffix else output.name
@@ -62,4 +67,4 @@ def run(args) -> int:
     if summary.num_failed:
         line += f", {summary.num_failed} failed (reasons in {summary.failures})"
     print(line, file=sys.stderr)
-    return 0
+    return _common.summary_exit_code(summary, args.max_failed)

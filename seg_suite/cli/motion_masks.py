@@ -125,6 +125,7 @@ def run(args) -> int:
         if args.max_videos < 1:
             raise UserError(f"--max-videos must be at least 1, got {args.max_videos}")
         items = items[: args.max_videos]
+    _common.check_output(out)
     if args.method == "rcf":
         from seg_suite.pseudo.motion.job import RCFMasksJob
 
@@ -145,5 +146,4 @@ def run(args) -> int:
         )
         job._flow_fn()  # fail early (missing RAFT weights, bad preset) before any work starts
     summary = run_job(job, items, out, **kwargs)
-    _common.print_summary(summary)
-    return 0
+    return _common.finish(summary, args)

@@ -56,5 +56,4 @@ def run(args) -> int:
         args.instances, args.images, args.output_root, args.split, stuff_dir=args.stuff_dir,
         num_stuff=num_stuff or 0, num_things=args.num_things, max_overlap=args.max_stuff_overlap,
         link=not args.no_link_images, **_common.run_kwargs(args))
-    _common.print_summary(summary)
-    return 0
+    return _common.finish(summary, args)

@@ -78,7 +78,7 @@ def run(args) -> int:
     )
     kwargs = _common.run_kwargs(args)
     items = _common.select_items(args)
+    _common.check_output(args.output)
     job = SamMasksJob(params, points_per_batch=args.points_per_batch, **_sam.sam_kwargs(args)).load()
     summary = run_job(job, items, args.output, **kwargs)
-    _common.print_summary(summary)
-    return 0
+    return _common.finish(summary, args)

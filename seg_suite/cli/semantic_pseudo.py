@@ -46,14 +46,17 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import sys
+    from pathlib import Path
 
     from seg_suite.pseudo.semantic import make_stuff_pseudo_labels
 
     kwargs = _common.run_kwargs(args)
     args.input = args.images
     clusterer = None if args.centroids else clusterer_from_args(args)[0]
+    items = _common.select_items(args)
+    _common.check_output(Path(args.output_dir) / "semantic.json")
     summary = make_stuff_pseudo_labels(
-        _common.select_items(args), args.output_dir, clusterer, backbone=args.backbone, centroids=args.centroids,
+        items, args.output_dir, clusterer, backbone=args.backbone, centroids=args.centroids,
         crf=args.crf, input_size=args.input_size, samples_per_image=args.samples_per_image, seed=args.seed,
         weights=args.weights, device=_common.device_from_args(args), random_init=args.random_init,
         max_pixels=args.max_pixels, **kwargs)
@@ -62,5 +65,4 @@ def run(args) -> int:
               f"<shard files>`, then rerun with --resume (and the same shard flags) to fit the centroids and "
               f"write this shard's maps", file=sys.stderr)
         return 0
-    _common.print_summary(summary)
-    return 0
+    return _common.finish(summary, args)
