@@ -27,11 +27,13 @@ def register(subparsers) -> None:
                         help="training videos: same forms as motion-masks --input (DAVIS root, synthetic root, "
                              "folder of frame folders or video files)")
     parser.add_argument("--output", required=True, metavar="CKPT.pth",
-                        help="checkpoint to write (atomically); a sibling CKPT.json holds the config and losses")
+                        help="checkpoint to write (atomically; .pth, .pt, .bin or .ckpt); a sibling CKPT.json holds "
+                             "the config and losses")
     parser.add_argument("--backbone", default=d.backbone, choices=BACKBONES,
                         help="ResNet (default: %(default)s for CPU; RCF uses resnet50 from DenseCL weights)")
     parser.add_argument("--weights", default=None, metavar="PATH",
-                        help="local ResNet state dict to start from (default: random init; nothing is downloaded)")
+                        help="local torchvision ResNet state dict to start from, checked before any flow is "
+                             "computed (default: random init; nothing is downloaded)")
     parser.add_argument("--num-masks", type=int, default=d.num_masks, help="K masks (default: %(default)s, RCF mask_layer)")
     parser.add_argument("--size", default=f"{d.size[0]}x{d.size[1]}", metavar="HxW",
                         help="frames are resized to this for training and inference (default: %(default)s)")
@@ -55,8 +57,11 @@ def run(args) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from seg_suite.cli import _common
     from seg_suite.errors import UserError
+    from seg_suite.io.checkpoints import TORCH_SUFFIXES
     from seg_suite.io.files import atomic_write_json
+    from seg_suite.pseudo.motion.rcf_model import RCFNet
     from seg_suite.pseudo.motion.rcf_train import RCFConfig, describe, load_pairs, save_checkpoint, train_rcf
     from seg_suite.pseudo.motion.video import discover_sequences
 
@@ -77,7 +82,14 @@ def run(args) -> int:
     cfg = replace(RCFConfig(), backbone=args.backbone, num_masks=args.num_masks, size=(h, w), steps=args.steps,
                   stage2_steps=args.stage2_steps, batch_size=args.batch_size, lr=args.lr, gaps=gaps,
                   flow_preset=args.flow_preset, seed=args.seed)
+    # motion-masks --checkpoint reads the file by its suffix, and CKPT.json sits beside it.
+    if Path(args.output).suffix.lower() not in TORCH_SUFFIXES:
+        raise UserError(f"--output must end in {', '.join(TORCH_SUFFIXES)} (got {args.output}), so that "
+                        f"`seg-suite motion-masks --checkpoint` can read it")
+    _common.check_output(args.output)
     seqs = discover_sequences(args.input)
+    if args.weights is not None:  # a wrong or unsafe file stops here, before minutes of flow
+        RCFNet(cfg.backbone, cfg.num_masks, cfg.head_channels, args.weights)
     data = load_pairs(seqs, cfg, args.flow_cache, device=args.device)
     for key, reason in data.failures:
         print(f"skipped {key}: {reason}", file=sys.stderr)

@@ -11,8 +11,8 @@ first frame to the second: ``frame1[y, x] ~ frame2[y + dy, x + dx]``.
 * ``farneback``: ``cv2.calcOpticalFlowFarneback`` with the parameters of OpenCV's tutorial
   (pyr_scale 0.5, levels 3, winsize 15, iterations 3, poly_n 5, poly_sigma 1.2).
 * ``raft_small`` / ``raft_large``: torchvision's RAFT (Teed & Deng 2020). Weights come from a
-  local file (torchvision's ``Raft_*_Weights`` state dict, loaded with ``weights_only=True``);
-  nothing is downloaded. ``random_init=True`` builds an untrained network (tests only).
+  local file (torchvision's ``Raft_*_Weights`` state dict, read by
+  :func:`seg_suite.io.checkpoints.load_state_dict`, which runs no code from it); nothing is downloaded. ``random_init=True`` builds an untrained network (tests only).
 """
 
 from __future__ import annotations
@@ -106,12 +106,11 @@ class RAFTFlow:
                     f"{'raft_small_C_T_V2-01064c6d.pth' if variant == 'raft_small' else 'raft_large_C_T_SKHT_V2-ff5fadd5.pth'}; "
                     "nothing can be downloaded here)"
                 )
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-            try:
-                model.load_state_dict(state)
-            except RuntimeError as err:
-                raise UserError(f"{path} is not a torchvision {variant} checkpoint: {str(err).splitlines()[0]}") from None
+            from seg_suite.io.checkpoints import load_state_dict
+            from seg_suite.pseudo.motion.weights import load_weights_into
+
+            state = load_state_dict(path, nesting=("state_dict", "model"))
+            load_weights_into(model, state, path, f"a torchvision {variant} state dict")
         elif not random_init:
             raise MissingWeightsError(
                 f"{variant} needs --flow-weights PATH (a local torchvision state dict); "

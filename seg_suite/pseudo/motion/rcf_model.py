@@ -48,15 +48,13 @@ def load_backbone_weights(resnet: nn.Module, path: str | os.PathLike) -> None:
     if not path.is_file():
         raise MissingWeightsError(f"backbone weights not found: {path} (a torchvision ResNet state dict; "
                                   "RCF starts from DenseCL ResNet-50, densecl_r50_imagenet_200ep.pth)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    from seg_suite.io.checkpoints import load_state_dict
+    from seg_suite.pseudo.motion.weights import load_weights_into
+
+    state = load_state_dict(path, nesting=("state_dict", "model", "module"))
     state = {k.removeprefix("module.").removeprefix("backbone."): v for k, v in state.items()}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = resnet.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith("fc.")]
-    if missing:
-        raise UserError(f"{path} is not a matching ResNet checkpoint (missing {len(missing)} keys, e.g. {missing[0]})")
+    # The classifier is not part of the segmenter: a file may have it or not.
+    load_weights_into(resnet, state, path, "a matching torchvision ResNet state dict", optional=("fc.",))
 
 
 class RCFNet(nn.Module):

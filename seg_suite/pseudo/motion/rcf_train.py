@@ -254,18 +254,56 @@ def save_checkpoint(path: str | os.PathLike, model: RCFNet, cfg: RCFConfig, info
         torch.save(state, fh)
 
 
+# Bounds on the sizes a checkpoint's config may ask for: the network is built from them before its
+# weights are checked, so an absurd value must not get to allocate memory first.
+_MAX_MASKS, _MAX_HEAD_CHANNELS, _MAX_SIDE = 64, 4096, 8192
+
+
+def _checkpoint_config(raw, path: Path) -> RCFConfig:
+    """The RCFConfig recorded in a checkpoint, or a one-line UserError."""
+    not_rcf = f"{path} is not a seg-suite RCF checkpoint"
+    try:
+        cfg = RCFConfig.from_dict(raw)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{not_rcf} (its config is unusable: {type(err).__name__}: {err})") from None
+    ints = (cfg.num_masks, cfg.head_channels, *cfg.size)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in ints) or len(cfg.size) != 2 \
+            or not 2 <= cfg.num_masks <= _MAX_MASKS or not 1 <= cfg.head_channels <= _MAX_HEAD_CHANNELS \
+            or not all(32 <= v <= _MAX_SIDE for v in cfg.size) \
+            or not isinstance(cfg.eval_threshold, (int, float)):
+        raise UserError(f"{not_rcf} (its config has out-of-range sizes: num_masks {cfg.num_masks!r}, "
+                        f"head_channels {cfg.head_channels!r}, size {cfg.size!r})")
+    return cfg
+
+
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> tuple[RCFNet, RCFConfig, int]:
+    """The segmenter, its config and its object channel from a ``save_checkpoint`` file.
+
+    The file is read by :func:`seg_suite.io.checkpoints.load_checkpoint` (no code from it runs);
+    anything that is not what ``save_checkpoint`` writes is a one-line UserError.
+    """
+    from seg_suite.io.checkpoints import load_checkpoint as read_checkpoint
+    from seg_suite.pseudo.motion.weights import load_weights_into
+
     path = Path(path)
     if not path.is_file():
         raise MissingWeightsError(f"RCF checkpoint not found: {path} (train one with `seg-suite train-motion`)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        cfg = RCFConfig.from_dict(state["config"])
-    except (KeyError, TypeError, RuntimeError, OSError) as err:
-        raise UserError(f"{path} is not a seg-suite RCF checkpoint ({type(err).__name__})") from None
+    state = read_checkpoint(path)
+    not_rcf = f"{path} is not a seg-suite RCF checkpoint"
+    if not isinstance(state, dict) or not {"model", "config", "object_channel"} <= set(state):
+        found = sorted(map(str, state))[:6] if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"{not_rcf} (expected model, config and object_channel; found {found}); "
+                        f"write one with `seg-suite train-motion`")
+    if not isinstance(state["model"], dict) or not isinstance(state["config"], dict):
+        raise UserError(f"{not_rcf} (its model or config is not a dict)")
+    cfg = _checkpoint_config(state["config"], path)
+    channel = state["object_channel"]
+    if isinstance(channel, bool) or not isinstance(channel, int) or not 0 <= channel < cfg.num_masks:
+        raise UserError(f"{not_rcf} (object_channel {channel!r} is not one of its {cfg.num_masks} masks)")
     model = RCFNet(cfg.backbone, cfg.num_masks, cfg.head_channels)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, int(state["object_channel"])
+    load_weights_into(model, state["model"], path, f"an RCF {cfg.backbone} segmenter with {cfg.num_masks} masks "
+                                                   f"(as its config says)")
+    return model.to(device).eval(), cfg, channel
 
 
 # ------------------------------------------------------------------------------ inference
