@@ -14,6 +14,11 @@ runner's, detectron2's, the motion trainer's) are bound to it:
 - they ignore SIGTERM and SIGINT, which a scheduler or a terminal sends to the whole process
   group: the parent decides when they stop, so the parent sees its own signal, not a
   "worker killed" error.
+
+torch's DataLoader worker loop installs its own SIGTERM handler after the fork (it dies on a
+SIGTERM from anyone but its parent), so every DataLoader also needs :func:`ignore_stop_signals`
+as its ``worker_init_fn``; :func:`bind_loader_workers` adds it to loaders built elsewhere
+(detectron2's), keeping their own ``worker_init_fn``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import threading
 
 from seg_suite.errors import Terminated
 
-__all__ = ["Terminated", "exit_code", "install"]
+__all__ = ["Terminated", "bind_loader_workers", "exit_code", "ignore_stop_signals", "install"]
 
 _PR_SET_PDEATHSIG = 1
 _installed = False
@@ -73,3 +78,39 @@ def exit_code(err: KeyboardInterrupt) -> int:
     from seg_suite.errors import EXIT_SIGINT, EXIT_SIGTERM
 
     return EXIT_SIGTERM if isinstance(err, Terminated) else EXIT_SIGINT
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:  # noqa: ARG001 - worker_init_fn signature
+    """A DataLoader ``worker_init_fn``: this worker leaves SIGTERM and SIGINT to its parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class _IgnoreStopSignalsThen:
+    """``worker_init_fn`` that ignores the stop signals, then runs the loader's own one (picklable)."""
+
+    def __init__(self, then):
+        self.then = then
+
+    def __call__(self, worker_id: int) -> None:
+        ignore_stop_signals(worker_id)
+        if self.then is not None:
+            self.then(worker_id)
+
+
+def bind_loader_workers(loader):
+    """Give every torch DataLoader inside ``loader`` the stop-signal rule of the module docstring.
+
+    Follows ``.dataset`` through wrappers such as detectron2's ``AspectRatioGroupedDataset`` and
+    ``MapDataset``; returns ``loader``. A DataLoader's ``worker_init_fn`` may be set after it is built
+    and is read when iteration starts.
+    """
+    import torch.utils.data
+
+    obj, seen = loader, set()
+    while obj is not None and id(obj) not in seen:
+        seen.add(id(obj))
+        if isinstance(obj, torch.utils.data.DataLoader) and not isinstance(obj.worker_init_fn, _IgnoreStopSignalsThen):
+            obj.worker_init_fn = _IgnoreStopSignalsThen(obj.worker_init_fn)
+        obj = getattr(obj, "dataset", None)
+    return loader

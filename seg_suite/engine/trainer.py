@@ -25,6 +25,7 @@ from detectron2.engine import DefaultTrainer, hooks
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 
+from seg_suite import signals
 from seg_suite.data.mappers import build_train_mapper
 from seg_suite.engine import file_io
 from seg_suite.engine.evaluators import build_evaluator
@@ -77,7 +78,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=build_train_mapper(cfg))
+        return signals.bind_loader_workers(build_detection_train_loader(cfg, mapper=build_train_mapper(cfg)))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return signals.bind_loader_workers(super().build_test_loader(cfg, dataset_name))
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -123,6 +123,7 @@ from seg_suite.pseudo.shards import (
     shard_output_path,
     sidecar_path,
 )
+from seg_suite.signals import ignore_stop_signals
 
 __all__ = [
     "CocoMaskJob", "ItemError", "Job", "RunSummary", "ShardSpec", "WorkItem", "default_job_resolver",
@@ -310,21 +311,6 @@ class _PreparedItems:
 
 def _identity(batch):
     return batch
-
-
-def _leave_stop_signals_to_the_parent(worker_id: int) -> None:  # noqa: ARG001 - worker_init_fn signature
-    """DataLoader ``worker_init_fn``: the worker ignores SIGTERM and SIGINT, as every seg_suite child does.
-
-    seg_suite.signals sets this up at fork, but torch's worker loop then installs its own SIGTERM
-    handler, which dies on a SIGTERM from anyone but the parent: a scheduler signalling the whole
-    process group would kill the workers before the parent could stop them, and the parent would
-    fail with "DataLoader worker killed" instead of stopping cleanly. A worker that outlives its
-    parent still gets SIGKILL from the kernel (PR_SET_PDEATHSIG).
-    """
-    import signal
-
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _chunks(num: int, size: int) -> list[list[int]]:
@@ -530,7 +516,7 @@ def _batches(job: Job, mine: list[WorkItem], chunks: list[list[int]], workers: i
     import torch.utils.data
 
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=chunks, num_workers=workers, collate_fn=_identity,
-                                         worker_init_fn=_leave_stop_signals_to_the_parent)
+                                         worker_init_fn=ignore_stop_signals)
     batches = iter(loader)
     # The iterator's own __del__ would stop the workers only when the garbage collector gets to it,
     # which an exception's traceback can delay; torch has no public method for this.
