@@ -17,6 +17,7 @@ MAX_SIZE_TEST)``, ``INPUT.FORMAT``); outputs come back at the image's own size. 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from seg_suite.io.files import atomic_write_json, atomic_write_png
 from seg_suite.io.images import load_image
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
 from seg_suite.io.panoptic import id_to_rgb
+from seg_suite.io.paths import PathEscapeError, output_path_under
 
 
 class PanopticPredictor:
@@ -72,18 +74,25 @@ def predict_folder(predictor: PanopticPredictor, image_dir, out_dir, categories:
     out = Path(out_dir)
     ids = [c["id"] for c in categories]
     images, pan_anns, inst_anns = [], [], []
-    for image_id, item in enumerate(tqdm(discover_inputs(image_dir), desc="predict", unit="img",
-                                         disable=not progress), start=1):
+    image_id = 0
+    for item in tqdm(discover_inputs(image_dir), desc="predict", unit="img", disable=not progress):
+        name = png_name(item.key)
+        try:  # a listed image outside the list's folder would write outside out_dir
+            sem_path = output_path_under(out / "semantic", name)
+            pan_path = output_path_under(out / "panoptic", name)
+        except PathEscapeError as err:
+            print(f"skipped: {err}", file=sys.stderr)
+            continue
+        image_id += 1
         image = load_image(item.path)
         h, w = image.shape[:2]
         res = predictor(image)
-        name = png_name(item.key)
         images.append({"id": image_id, "file_name": item.key, "height": h, "width": w})
         if "sem_seg" in res:
             # 8-bit maps up to 255 classes, 16-bit beyond (U2Seg's 300 + 27), as seg-suite panoptic writes them
             dtype = torch.uint8 if res["sem_seg"].shape[0] <= 255 else torch.int32
             sem = res["sem_seg"].argmax(0).to(dtype).cpu().numpy()
-            atomic_write_png(out / "semantic" / name, sem if dtype == torch.uint8 else sem.astype(np.uint16))
+            atomic_write_png(sem_path, sem if dtype == torch.uint8 else sem.astype(np.uint16))
         if "panoptic_seg" in res:
             pan, segments = res["panoptic_seg"]
             pan = pan.cpu().numpy().astype(np.uint32)
@@ -93,7 +102,7 @@ def predict_folder(predictor: PanopticPredictor, image_dir, out_dir, categories:
                 if mask.any():
                     infos.append({"id": int(s["id"]), "category_id": ids[s["category_id"]], "isthing": int(s["isthing"]),
                                   "iscrowd": 0, "area": int(mask.sum()), "bbox": mask_to_bbox(mask)})
-            atomic_write_png(out / "panoptic" / name, id_to_rgb(pan))
+            atomic_write_png(pan_path, id_to_rgb(pan))
             pan_anns.append({"image_id": image_id, "file_name": name, "segments_info": infos})
         if "instances" in res:
             inst = res["instances"].to("cpu")

@@ -244,7 +244,7 @@ def _bad_checkpoints(folder: Path, marker: Path) -> dict[str, tuple[Path, str]]:
     return {
         "truncated": (folder / "truncated.pth", "corrupt or not a torch checkpoint"),
         "random": (folder / "random.pth", "cannot load"),
-        "payload": (folder / "payload.pth", "refused by weights_only loading"),
+        "payload": (folder / "payload.pth", "never unpickled"),
         "payload_pkl": (folder / "payload.pkl", "refused global"),
     }
 

@@ -171,17 +171,21 @@ def run_kwargs(args) -> dict:
     }
 
 
-def check_output(path, what: str = "output folder") -> None:
-    """Fail now, in one line, if the folder of the output file ``path`` cannot be written.
+def check_output(path, what: str = "--output") -> None:
+    """Fail now, in one line, if the output file ``path`` cannot be written: it is a folder, or
+    its folder cannot be created or written.
 
-    Called before a model is loaded, so an unwritable destination costs a second, not the
-    load time; the runner checks again before any item is processed.
+    Called before a model is loaded or any work starts, so an unwritable destination costs a
+    second, not the run; the runner checks again before any item is processed.
     """
     from pathlib import Path
 
     from seg_suite.io.files import check_writable_dir
 
-    check_writable_dir(Path(path).expanduser().absolute().parent, what)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name in it (e.g. {path / 'out.json'})")
+    check_writable_dir(path.absolute().parent, f"folder of {what}")
 
 
 def items_exit_code(num_items: int, num_failed: int, max_failed: float | None = None) -> int:

@@ -87,18 +87,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def check_output_file(output: str, what: str = "--output") -> None:
-    """Refuse, before any work, an output file that is a folder or lies where nothing can be written."""
-    from pathlib import Path
-
-    from seg_suite.errors import UserError
-    from seg_suite.io.files import check_writable_dir
-
-    if Path(output).is_dir():
-        raise UserError(f"{what} {output} is a folder; give a file name in it (e.g. {Path(output) / 'out.json'})")
-    check_writable_dir(Path(output).parent, f"folder of {what}")
-
-
 def run(args) -> int:
     import sys
 
@@ -107,17 +95,17 @@ def run(args) -> int:
 
     kwargs = _common.run_kwargs(args)
     clusterer, reused = clusterer_from_args(args)
-    check_output_file(args.output)
+    _common.check_output(args.output)
     result = cluster_mask_file(
         args.input_json, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
         input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
         random_init=args.random_init, max_pixels=args.max_pixels, fit=not reused, **kwargs)
     if result is None:
-        print(f"shard done; when all shards are, join them with `seg-suite merge --output "
-              f"<OUT>.features.json <the shard files>` and rerun this command with --resume (no shard flags) "
-              f"to cluster", file=sys.stderr)
+        print("shard done; when all shards are, join them with `seg-suite merge --output "
+              "<OUT>.features.json` (it finds the shard files beside it) and rerun this command with --resume "
+              "(no shard flags) to cluster", file=sys.stderr)
         return 0
-    code = _common.print_summary(result["features"]) or EXIT_OK
+    code = _common.finish(result["features"], args)
     if not result["clustered"]:
         if code == EXIT_OK:  # the summary has not said so already
             print(f"error: no image could be read, so nothing was clustered and {args.output} was not written; "

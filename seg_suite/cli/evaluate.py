@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from seg_suite.cli import _common
+
 
 def register(subparsers) -> None:
     from seg_suite.evaluation.unsupervised import PROTOCOLS
@@ -94,14 +96,13 @@ def format_results(task: str, res: dict) -> str:
 
 
 def run(args) -> int:
-    from seg_suite.cli.cluster import check_output_file
     from seg_suite.evaluation import unsupervised as U
     from seg_suite.io.coco import read_coco
     from seg_suite.io.files import atomic_write_json
 
     fit = _fit_split(args)
     if args.output:
-        check_output_file(args.output)
+        _common.check_output(args.output)
     common = dict(protocol=args.protocol, fit=fit, extra=args.extra_clusters)
     if args.task == "instances":
         sources = {"pred": args.pred, "gt": args.gt, "fit_pred": args.fit_pred, "fit_gt": args.fit_gt}

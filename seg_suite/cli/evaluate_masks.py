@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from seg_suite.cli import _common
 from seg_suite.io.files import load_json
 
 
@@ -30,12 +31,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from seg_suite.cli.cluster import check_output_file
     from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, format_table
     from seg_suite.io.files import atomic_write_json
 
     if args.output:
-        check_output_file(args.output)
+        _common.check_output(args.output)
     pred = load_json(args.pred, "prediction file")
     gt = load_json(args.gt, "ground-truth file")
     stats = evaluate_class_agnostic(pred, gt, iou_type=args.iou_type, verbose=args.verbose, pred_source=args.pred,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from seg_suite.cli import _common
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -34,12 +36,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from seg_suite.cli.cluster import check_output_file
     from seg_suite.evaluation.davis import evaluate_davis, evaluate_pooled
     from seg_suite.io.files import atomic_write_json
 
     if args.output:
-        check_output_file(args.output)
+        _common.check_output(args.output)
     seqs = [s for s in args.sequences.split(",") if s] if args.sequences else None
     if args.protocol == "davis":
         res = evaluate_davis(args.gt, args.pred, seqs, allow_missing=args.allow_missing, progress=True)

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
             "refined_by (sam|coarse), refine_iou and sam_score; info.refined counts both. Images that cannot "
             "be read, whose file_name leaves --images, or whose masks do not fit the image are listed in "
             "OUT.failures.jsonl with the reason and left out. The point-sampling defaults are "
-            "seg_suite's own (there is no published recipe); the 0.5 IoU rule is issue 6's."
+            "seg_suite's own (there is no published recipe); the 0.5 IoU rule keeps SAM's mask only where it agrees with the coarse one."
         ),
     )
     parser.add_argument("--input-json", required=True, metavar="P.json",
@@ -50,7 +50,7 @@ def register(subparsers) -> None:
                           "(default: %(default)s)")
     ref.add_argument("--iou-thresh", type=float, default=d.iou_thresh, metavar="T",
                      help="keep SAM's mask when its IoU with the coarse mask is >= T, else the coarse mask "
-                          "(default: %(default)s, issue 6)")
+                          "(default: %(default)s, seg_suite's rule)")
     ref.add_argument("--prompts-per-batch", type=int, default=64, metavar="P",
                      help="masks per decoder call, to bound memory only; results are the same up to float "
                           "rounding (default: "
@@ -61,7 +61,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from seg_suite.cli import _common, _sam
-    from seg_suite.cli.cluster import check_output_file
     from seg_suite.errors import UserError
     from seg_suite.pseudo.runner import run_job
     from seg_suite.pseudo.sam_jobs import SamRefineJob
@@ -72,9 +71,9 @@ def run(args) -> int:
     params = RefineParams(num_positive=args.num_positive, num_negative=args.num_negative,
                           ring_inner=args.ring_inner, ring_outer=args.ring_outer, iou_thresh=args.iou_thresh)
     kwargs = _common.run_kwargs(args)
-    check_output_file(args.output)
+    _common.check_output(args.output)
     job = SamRefineJob(args.input_json, params, prompts_per_batch=args.prompts_per_batch, **_sam.sam_kwargs(args))
     items = job.items(args.images)
     job.load()
     summary = run_job(job, items, args.output, **kwargs)
-    return _common.print_summary(summary) or 0
+    return _common.finish(summary, args)

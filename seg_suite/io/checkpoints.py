@@ -66,12 +66,20 @@ def _check_exists(path: Path) -> None:
         raise UserError(f"checkpoint path is not a file: {path}")
 
 
+# Lines of torch's weights_only error that are advice, not the reason; one of them suggests
+# weights_only=False, which would run code from the file, so none of them reaches the user.
+_TORCH_ADVICE = ("Weights only load failed", "Please file an issue", "Check the documentation", "Re-running",
+                 "In PyTorch 2.6")
+
+
 def _reason(err: Exception) -> str:
     """One line out of torch's multi-paragraph errors: the line naming the refused global, if any."""
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(err).splitlines()]
-    lines = [ln for ln in lines if ln]
+    lines = [ln for ln in lines if ln and not ln.startswith(_TORCH_ADVICE)]
     named = [ln for ln in lines if "GLOBAL" in ln]
-    return (named or lines or [type(err).__name__])[0]
+    detail = (named or lines or [type(err).__name__])[0]
+    detail = detail.split("WeightsUnpickler error:")[-1].strip() or type(err).__name__
+    return detail.split(". ")[0] if len(detail) > 160 else detail
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
@@ -96,7 +104,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
-            raise UserError(f"cannot load {path}: refused by weights_only loading ({_reason(err)})") from None
+            raise UserError(f"cannot load {path}: corrupt, or holds objects other than tensors and plain "
+                            f"containers, which are never unpickled ({_reason(err)})") from None
         except (RuntimeError, EOFError, ValueError, OSError) as err:
             first = _reason(err)
             raise UserError(f"cannot load {path}: corrupt or not a torch checkpoint ({first})") from None

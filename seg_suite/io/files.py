@@ -38,9 +38,21 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first of ``path``'s folders that exists as something other than a folder, if any."""
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return None
+
+
 def cannot_write(path: str | os.PathLike, err: OSError) -> UserError:
     """The one-line UserError for an OSError met while writing ``path``."""
     reason = err.strerror or str(err) or type(err).__name__
+    if err.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = _file_in_the_way(Path(path))
+        if blocker is not None:
+            reason = f"{blocker} is a file, not a folder"
     return UserError(f"cannot write {path}: {reason}; choose an output location you can write to"
                      + (" and free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT) else ""))
 
@@ -93,7 +105,9 @@ def check_writable_dir(folder: str | os.PathLike, what: str = "output folder") -
         os.unlink(probe)
     except OSError as err:
         if err.errno in _UNWRITABLE:
-            raise UserError(f"cannot write to the {what} {folder}: {err.strerror or err}; "
+            blocker = _file_in_the_way(folder / "x")
+            reason = f"{blocker} is a file, not a folder" if blocker is not None else err.strerror or err
+            raise UserError(f"cannot write to the {what} {folder}: {reason}; "
                             f"choose a location you can write to") from None
         raise
     return folder

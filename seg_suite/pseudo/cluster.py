@@ -40,8 +40,7 @@ from seg_suite.io.coco import read_coco
 from seg_suite.io.files import atomic_write_json
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_to_bbox, rle_to_mask
-from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
-from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.inputs import WorkItem, named_items
 from seg_suite.pseudo.jobs import ItemError, Job
 from seg_suite.pseudo.kmeans import DEFAULT_N_CLUSTERS, MaskClusterer  # noqa: F401 - re-exported
 
@@ -73,35 +72,11 @@ def check_mask_file(coco: dict, path: str | os.PathLike) -> dict:
 
 
 def image_items(coco: dict, image_root: str | os.PathLike) -> list[WorkItem]:
-    """One runner work item per image of ``coco``: key = ``file_name``, path under ``image_root``.
-
-    A ``file_name`` that leaves ``image_root`` (absolute, or ``..`` above it) still becomes an item,
-    with its path left unjoined: the job's ``prepare`` refuses it through :func:`checked_path`, so
-    it is listed with the reason among the failures and never opened.
-    """
-    root = Path(image_root)
-    if not root.is_dir():
-        raise UserError(f"image folder not found: {image_root}")
-    items = {}
-    for im in coco["images"]:
-        name = im["file_name"]
-        try:
-            path = str(resolve_under(root, name, "file_name"))
-        except PathEscapeError:
-            path = name
-        items[name] = WorkItem(name, path)
-    if not items:
+    """One runner work item per image of ``coco``: key = ``file_name``, path under ``image_root``
+    (a name that leaves the root fails its item, :func:`seg_suite.pseudo.inputs.named_items`)."""
+    if not coco["images"]:
         raise UserError("the annotation file lists no images")
-    return sorted(items.values())
-
-
-def checked_path(item: WorkItem) -> str:
-    """``item.path`` for an item of :func:`image_items`; ItemError when its key leaves the image root."""
-    try:
-        safe_relative(item.key, "file_name")
-    except PathEscapeError as err:
-        raise ItemError(str(err)) from None
-    return item.path
+    return named_items((im["file_name"] for im in coco["images"]), image_root)
 
 
 def annotations_by_file(coco: dict) -> dict[str, list[dict]]:
@@ -281,7 +256,7 @@ class MaskFeatureJob(BackboneJob):
 
     def prepare(self, item: WorkItem):
         anns = self._annotations_for(item.key)
-        image = load_image(checked_path(item), max_pixels=self.max_pixels)
+        image = load_image(item.path, max_pixels=self.max_pixels)
         h, w = image.shape[:2]
         masks, ids = [], []
         for ann, mask in zip(anns, decode_item_masks(item.key, anns, h, w)):

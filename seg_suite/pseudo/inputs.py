@@ -23,21 +23,27 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
 from seg_suite.errors import UserError
 from seg_suite.io.images import IMAGE_EXTENSIONS
+from seg_suite.io.paths import PathEscapeError, resolve_under
 
 _GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass(frozen=True, order=True)
 class WorkItem:
-    """One unit of work. ``key``: POSIX path relative to the input root; ``path``: absolute path."""
+    """One unit of work. ``key``: POSIX path relative to the input root; ``path``: absolute path.
+
+    ``error``, when set, is why the item is refused before anything reads it (a name from a data
+    file that leaves its root): the runner lists it among the failures with that reason.
+    """
 
     key: str
     path: str
+    error: str = field(default="", compare=False)
 
 
 def _is_glob(spec: str) -> bool:
@@ -141,3 +147,22 @@ def discover_inputs(spec: str | os.PathLike, extensions: tuple[str, ...] = IMAGE
     if not unique:
         raise UserError(f"no input images found in {searched}")
     return unique
+
+
+def named_items(names, root: str | os.PathLike, what: str = "file_name") -> list[WorkItem]:
+    """Sorted work items for file names read from a data file (a COCO ``file_name``), under ``root``.
+
+    The key is the name as written. A name that leaves ``root`` (absolute, or ``..`` above it)
+    becomes an item that carries its refusal in ``error``: it is listed among the run's failures
+    with the reason and never opened. Raises :class:`UserError` when ``root`` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}")
+    items = {}
+    for name in names:
+        try:
+            items[name] = WorkItem(name, str(resolve_under(root, name, what)))
+        except PathEscapeError as err:
+            items[name] = WorkItem(name, str(name), error=str(err))
+    return sorted(items.values())

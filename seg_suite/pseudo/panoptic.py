@@ -39,7 +39,7 @@ from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write_json, atomic_write_png
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
 from seg_suite.io.paths import PathEscapeError, output_path_under, resolve_under, safe_relative
-from seg_suite.pseudo.cluster import annotations_by_file, checked_path, decode_item_masks, file_sha256, load_coco
+from seg_suite.pseudo.cluster import annotations_by_file, decode_item_masks, file_sha256, load_coco
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import ItemError, Job
 
@@ -187,7 +187,7 @@ class PanopticJob(Job):
             raise ItemError(f"{item.key} is not in {self.instances}")
         from PIL import Image
 
-        path = checked_path(item)
+        path = item.path
         try:
             name = safe_relative(item.key, "file_name").with_suffix(".png").as_posix()
             # decided here, so that a name leading out of an output folder fails this item before any write

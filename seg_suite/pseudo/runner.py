@@ -301,6 +301,8 @@ class _PreparedItems:
 
     def __getitem__(self, index: int) -> tuple[WorkItem, bool, Any]:
         item = self.items[index]
+        if item.error:  # refused when the item was made (a name that leaves its root): never read
+            return item, False, _one_line(item.error)
         try:
             return item, True, self.job.prepare(item)
         except (ImageReadError, ItemError) as err:

@@ -22,8 +22,7 @@ from seg_suite.io.coco import check_coco
 from seg_suite.io.files import load_json
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
-from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
-from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.inputs import WorkItem, named_items
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError, Job
 from seg_suite.pseudo.sam import (SAM_TYPES, SamArch, SamGeneratorParams, generate_masks, get_arch, load_sam,
                                   make_generator, resolve_sam_checkpoint)
@@ -191,23 +190,11 @@ class SamRefineJob(_SamModelMixin, Job):
         self.input_record = {"file": path.name, "sha256": _file_sha256(path)}
 
     def items(self, image_root: str | os.PathLike) -> list[WorkItem]:
-        """One work item per image of the input file; key = its ``file_name``, path under ``image_root``.
-
-        A ``file_name`` that leaves ``image_root`` keeps its unjoined name as path; ``prepare``
-        refuses it, so it is listed among the failures with the reason and never opened.
-        """
-        root = Path(image_root)
-        if not root.is_dir():
-            raise UserError(f"image root is not a folder: {root}")
+        """One work item per image of the input file; key = its ``file_name``, path under ``image_root``
+        (a name that leaves the root fails its item, :func:`seg_suite.pseudo.inputs.named_items`)."""
         if not self.coco_index:
             raise UserError("the input file lists no images")
-        items = []
-        for name in self.coco_index:
-            try:
-                items.append(WorkItem(name, str(resolve_under(root, name, "file_name"))))
-            except PathEscapeError:
-                items.append(WorkItem(name, name))
-        return sorted(items)
+        return named_items(self.coco_index, image_root)
 
     def load(self) -> "SamRefineJob":
         if self.predictor is None:
@@ -229,10 +216,6 @@ class SamRefineJob(_SamModelMixin, Job):
         return job
 
     def prepare(self, item: WorkItem):
-        try:
-            safe_relative(item.key, "file_name")
-        except PathEscapeError as err:
-            raise ItemError(str(err)) from None
         return item.key, load_image(item.path, max_pixels=self.max_pixels)
 
     def _coarse_masks(self, key: str, image: np.ndarray, anns: list[dict]) -> list[np.ndarray]:
