@@ -204,7 +204,7 @@ def check_train_config(out: Path, p: dict) -> None:
     if importlib.util.find_spec("detectron2") is None:
         return  # the stages before training run without detectron2; training says what is missing
     from seg_suite.engine.launch import build_config
-    from seg_suite.features.extractor import resolve_device
+    from seg_suite.devices import resolve_device
 
     resolve_device(p["device"])  # --device sets MODEL.DEVICE: refuse it in the words of the other stages
     build_config(str(p["config"]), train_config_opts(out, p), _num_gpus(p))

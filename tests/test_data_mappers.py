@@ -50,14 +50,14 @@ def test_instance_lsj_targets(synth):
     mapper = InstanceLSJDatasetMapper(make_cfg(), True)
     d = DatasetCatalog.get("msynth_train")[0]
     out = mapper(d)
-    # 128x160 image, target 64: scale = min(64/128, 64/160) = 0.4 -> 51x64, padded to 64x64.
+    # 256x320 image, target 64: scale = min(64/256, 64/320) = 0.2 -> 51x64, padded to 64x64.
     assert out["image"].shape == (3, 64, 64) and out["image"].dtype == torch.uint8
     pad = out["padding_mask"].numpy()
     assert pad[51:].all() and not pad[:51].any()
     inst = out["instances"]
     masks = inst.gt_masks
     assert masks.dtype == torch.bool and masks.shape[1:] == (64, 64)
-    expected = [(a["category_id"], nearest(rle_to_mask(a["segmentation"], 128, 160), (64, 51)))
+    expected = [(a["category_id"], nearest(rle_to_mask(a["segmentation"], 256, 320), (64, 51)))
                 for a in d["annotations"]]
     expected = [(c, m) for c, m in expected if m.any()]
     assert inst.gt_classes.tolist() == [c for c, _ in expected]

@@ -53,13 +53,13 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def device_from_args(args) -> str:
-    """``--device``, with plain ``cuda`` mapped to this process's GPU under torchrun."""
-    import os
+    """``--device``, checked (:func:`seg_suite.devices.resolve_device`), with plain ``cuda`` mapped to
+    this process's GPU under torchrun."""
+    from seg_suite.devices import local_device, resolve_device
 
-    if args.device == "cuda" and os.environ.get("LOCAL_RANK", "").isdigit():
-        return f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return args.device
-
+    device = local_device(args.device)
+    resolve_device(device)
+    return device
 
 
 def add_backbone_args(parser: argparse.ArgumentParser, default_backbone: str, source: str,

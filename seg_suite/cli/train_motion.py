@@ -74,11 +74,9 @@ def run(args) -> int:
         raise UserError("--size sides must be multiples of 4 and at least 32")
     if args.steps < 1 or args.stage2_steps < 0 or args.batch_size < 1 or args.num_masks < 2 or not gaps or gaps[0] < 1:
         raise UserError("need --steps >= 1, --stage2-steps >= 0, --batch-size >= 1, --num-masks >= 2, gaps >= 1")
-    if args.device.startswith("cuda"):
-        import torch
+    from seg_suite.devices import resolve_device
 
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {args.device} requested but CUDA is not available")
+    resolve_device(args.device)
     cfg = replace(RCFConfig(), backbone=args.backbone, num_masks=args.num_masks, size=(h, w), steps=args.steps,
                   stage2_steps=args.stage2_steps, batch_size=args.batch_size, lr=args.lr, gaps=gaps,
                   flow_preset=args.flow_preset, seed=args.seed)

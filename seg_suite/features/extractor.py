@@ -40,19 +40,6 @@ def check_facets(facets) -> tuple[str, ...]:
     return facets
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``cpu``/``cuda``/``cuda:N`` -> torch.device, with a clear error when CUDA is absent."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"unknown device '{device}'; use cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device '{device}' requested but CUDA is not available here; use --device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device '{device}'; use cpu or cuda")
-    return dev
-
-
 class FeatureExtractor(nn.Module, abc.ABC):
     """Base class: a frozen backbone that returns patch features on a grid.
 

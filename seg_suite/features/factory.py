@@ -8,7 +8,8 @@ import torch
 
 from seg_suite.errors import UserError
 from seg_suite.features.backbones import BACKBONE_NAMES, BACKBONES, DEFAULT_BACKBONE, HANDCRAFTED
-from seg_suite.features.extractor import FeatureExtractor, resolve_device
+from seg_suite.devices import resolve_device
+from seg_suite.features.extractor import FeatureExtractor
 from seg_suite.features.handcrafted import HandcraftedExtractor
 from seg_suite.features.vit import VisionTransformer
 from seg_suite.features.weights import load_weights, resolve_weights

@@ -31,6 +31,7 @@ import math
 
 import numpy as np
 
+from seg_suite.devices import resolve_device
 from seg_suite.errors import UserError
 
 BACKENDS = ("torch", "sklearn", "faiss")
@@ -130,7 +131,7 @@ class MaskClusterer:
 
         rng = np.random.default_rng(self.random_state)
         n, k = x.shape[0], self.n_clusters
-        dev = torch.device(self.device)
+        dev = resolve_device(self.device)
         centers = torch.from_numpy(kmeans_plusplus(_rows(x, self._init_rows(n, rng)), k, rng)).to(dev)
         counts = torch.zeros(k, dtype=torch.float64, device=dev)
         batch = min(self.batch_size, n)
@@ -171,7 +172,7 @@ class MaskClusterer:
 
         if not hasattr(self, "cluster_centers_"):
             raise RuntimeError("call fit (or set cluster_centers_) before predict")
-        dev = torch.device(self.device)
+        dev = resolve_device(self.device)
         centers = torch.from_numpy(np.asarray(self.cluster_centers_, np.float32)).to(dev)
         out = np.empty(x.shape[0], np.int64)
         for start in range(0, x.shape[0], chunk):

@@ -91,10 +91,10 @@ class RAFTFlow:
 
         if variant not in ("raft_small", "raft_large"):
             raise UserError(f"unknown RAFT variant {variant!r} (raft_small or raft_large)")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but CUDA is not available")
+        from seg_suite.devices import resolve_device
+
         self.name = variant
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.num_flow_updates = num_flow_updates
         self.weights = None if weights is None else str(weights)
         model = getattr(optical_flow, variant)(weights=None, progress=False)
