@@ -146,6 +146,8 @@ def _coco(**changes):
      "annotation id 3 appears more than once"),
     (json.dumps(_coco(images=[{"id": 1, "file_name": "a.png", "height": 60000, "width": 60000}])), "MP limit"),
     (json.dumps(_coco(images=[{"id": "1", "file_name": "a.png"}])), "integer 'id'"),
+    (json.dumps(_coco(annotations=[{"id": 1, "image_id": 1, "category_id": 7}])), "category_id 7"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
 ])
 def test_read_coco_refuses_bad_files(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -202,6 +204,11 @@ def test_config_chain_merges_and_refuses_loops(tmp_path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="not a mapping"):
         load_config_chain(tmp_path / "list.yaml")
+    bomb = ["d0: &d0 {x: 1, y: 2}"] + [f"d{i}: &d{i} {{" + ", ".join(f"k{j}: *d{i - 1}" for j in range(9)) + "}"
+                                       for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(bomb) + "\n")
+    with pytest.raises(UserError, match="expands to more than"):  # 9**9 dicts if expanded
+        load_config_chain(tmp_path / "bomb.yaml")
     (tmp_path / "syntax.yaml").write_text("A: [1, 2\n")
     with pytest.raises(UserError, match=r"syntax\.yaml, line \d+: not valid YAML"):
         load_yaml(tmp_path / "syntax.yaml")

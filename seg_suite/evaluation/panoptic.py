@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from seg_suite.io.files import atomic_write_json
+from seg_suite.io.files import atomic_write_json, load_json
 from seg_suite.io.panoptic import id_to_rgb, rgb_to_id
 
 try:  # the metric works without detectron2; only the evaluator class needs it
@@ -225,10 +225,8 @@ def pq_compute(gt_json_file: str, pred_json_file: str, gt_folder: str | None = N
 
     Folders default to the JSON path without ``.json``. Every gt image needs a prediction.
     """
-    with open(gt_json_file) as f:
-        gt_json = json.load(f)
-    with open(pred_json_file) as f:
-        pred_json = json.load(f)
+    gt_json = load_json(gt_json_file, "panoptic ground-truth file")
+    pred_json = load_json(pred_json_file, "panoptic prediction file")
     gt_folder = gt_folder or gt_json_file[: -len(".json")]
     pred_folder = pred_folder or pred_json_file[: -len(".json")]
     for folder in (gt_folder, pred_folder):

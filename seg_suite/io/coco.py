@@ -9,7 +9,8 @@ fail later with a traceback or succeed silently with wrong numbers:
   object is expected);
 - image records without an integer ``id`` and a string ``file_name``, or whose ``height`` and
   ``width`` are not positive integers within the pixel limit;
-- duplicate image ids or annotation ids, and annotations pointing to an image that is not listed;
+- duplicate image ids or annotation ids, annotations pointing to an image that is not listed, and
+  (when the file lists categories) annotations of a category it does not list;
 - with ``check_masks=True``, any segmentation that does not fit its image
   (:func:`seg_suite.io.masks.check_segmentation`), and ``file_name`` values that leave the
   image root (:func:`seg_suite.io.paths.safe_relative`).
@@ -77,12 +78,16 @@ def check_coco(coco: Any, path: str | os.PathLike, what: str = "annotation file"
     if not isinstance(cats, list) or not all(isinstance(c, dict) and _is_int(c.get("id")) for c in cats):
         raise UserError(f"{path}: 'categories' must be a list of objects with an integer 'id'")
     by_id = {im["id"]: im for im in images}
+    cat_ids = {c["id"] for c in cats}
     anns = coco["annotations"]
     for ann in anns:
         if not (isinstance(ann, dict) and _is_int(ann.get("image_id"))):
             raise UserError(f"{path}: every annotation needs an integer 'image_id' (found {ann!r:.120})")
         if "id" in ann and not _is_int(ann["id"]):
             raise UserError(f"{path}: annotation id {ann['id']!r} is not an integer")
+        if cat_ids and "category_id" in ann and ann["category_id"] not in cat_ids:
+            raise UserError(f"{path}: annotation {ann.get('id')} has category_id {ann['category_id']!r}, which is "
+                            f"not in 'categories'")
         im = by_id.get(ann["image_id"])
         if im is None:
             raise UserError(f"{path}: annotation {ann.get('id')} points to image id {ann['image_id']}, "

@@ -150,3 +150,5 @@ def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         raise UserError(f"{what} not found: {path}") from None
     except (OSError, ValueError) as err:
         raise UserError(f"cannot read {what} {path}: {str(err).splitlines()[0]}") from None
+    except RecursionError:  # "[[[[...": nested deeper than any annotation file
+        raise UserError(f"cannot read {what} {path}: it is nested too deeply to be an annotation file") from None

@@ -22,6 +22,24 @@ from seg_suite.errors import UserError
 BASE_KEY = "_BASE_"
 MAX_BASE_DEPTH = 16  # deeper chains are a loop or a mistake
 MAX_YAML_BYTES = 16 << 20  # a config is a few KB; refuse to parse anything huge
+# Values a document may expand to, counting each use of an alias (&anchor / *alias) anew. A
+# Mask2Former config has about a thousand; nested aliases can make a 1 KB file expand to
+# billions ("billion laughs"), which every later copy of the config would materialise.
+MAX_YAML_VALUES = 200_000
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    budget, stack = MAX_YAML_VALUES, [data]
+    while stack:
+        node = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise UserError(f"{path}: expands to more than {MAX_YAML_VALUES} values (nested aliases?); "
+                            f"that is not a config file")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def load_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
@@ -31,7 +49,7 @@ def load_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise UserError(f"{what} {path} is over {MAX_YAML_BYTES >> 20} MB; that is not a config file")
         with open(path, encoding="utf-8") as fh:
-            return yaml.load(fh, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader: data only
+            data = yaml.load(fh, Loader=yaml.SafeLoader)  # noqa: S506 - SafeLoader: data only
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except IsADirectoryError:
@@ -51,6 +69,8 @@ def load_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
         where = f"{path}, line {mark.line + 1}" if mark else str(path)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise UserError(f"{where}: not valid YAML ({problem}); fix the syntax") from None
+    _check_expanded_size(data, path)
+    return data
 
 
 def _merge(over: dict, base: dict) -> dict:

@@ -586,7 +586,7 @@ def _load_shard(path: Path) -> dict:
             doc = json.load(fh)
     except FileNotFoundError:
         raise UserError(f"shard file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise UserError(f"{path} is not a complete shard file ({_one_line(err)}); rerun that shard with --resume") from None
     if isinstance(doc, dict) and isinstance(doc.get("seg_suite_shard"), int) and doc["seg_suite_shard"] < SHARD_FORMAT:
         raise UserError(f"{path} was written by an older seg_suite (shard format {doc['seg_suite_shard']}, without a "
