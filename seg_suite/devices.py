@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 
 
-def resolve_device(device, what: str = "--device"):
-    """``device`` as a ``torch.device``, or a one-line :class:`~seg_suite.errors.UserError`."""
+def parse_device(device, what: str = "--device"):
+    """``device`` as a ``torch.device`` of type cpu or cuda (its spelling only; see :func:`resolve_device`)."""
     import torch
 
     from seg_suite.errors import UserError
@@ -23,6 +23,16 @@ def resolve_device(device, what: str = "--device"):
         raise UserError(f"{what} '{device}' is not a device; use cpu or cuda") from None
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"unsupported {what} '{device}'; use cpu or cuda")
+    return dev
+
+
+def resolve_device(device, what: str = "--device"):
+    """``device`` as a ``torch.device`` that exists here, or a one-line :class:`~seg_suite.errors.UserError`."""
+    import torch
+
+    from seg_suite.errors import UserError
+
+    dev = parse_device(device, what)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise UserError(f"{what} '{device}' requested but CUDA is not available here; use {what} cpu")

@@ -32,6 +32,7 @@ import seg_suite.modeling  # noqa: F401  (registers the MaskFormer components)
 from seg_suite import signals
 from seg_suite.config import add_seg_suite_config
 from seg_suite.data.datasets import register_from_cfg, register_synthetic
+from seg_suite.devices import parse_device, resolve_device
 from seg_suite.engine import file_io
 from seg_suite.engine.config import add_training_config, check_config, merge_config_file, merge_overrides
 from seg_suite.engine.trainer import Trainer
@@ -46,13 +47,7 @@ logger = logging.getLogger("seg_suite")
 def _resolve_device(cfg, explicit: bool, num_gpus: int | None) -> None:
     """Apply the device rules of the module docstring to ``cfg.MODEL.DEVICE`` (in place)."""
     device = str(cfg.MODEL.DEVICE)
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"MODEL.DEVICE '{device}' is not a device; use cpu or cuda") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported MODEL.DEVICE '{device}'; use cpu or cuda")
-    if dev.type == "cpu":
+    if parse_device(device, "MODEL.DEVICE").type == "cpu":
         return
     if not explicit:
         if num_gpus == 0 or not torch.cuda.is_available():
@@ -62,14 +57,10 @@ def _resolve_device(cfg, explicit: bool, num_gpus: int | None) -> None:
     if num_gpus == 0:
         raise UserError(f"--num-gpus 0 means training on the CPU, but MODEL.DEVICE is '{device}'; drop "
                         f"MODEL.DEVICE (or set it to cpu) to use the CPU, or give --num-gpus N to use N GPUs")
-    if not torch.cuda.is_available():
-        raise UserError(f"MODEL.DEVICE '{device}' requested but CUDA is not available here; use MODEL.DEVICE cpu "
-                        f"(and --num-gpus 0)")
-    count = torch.cuda.device_count()
-    if dev.index is not None and dev.index >= count:
-        raise UserError(f"MODEL.DEVICE '{device}' requested but this machine has {count} CUDA device(s)")
-    if num_gpus is not None and num_gpus > count:
-        raise UserError(f"--num-gpus {num_gpus} requested but this machine has {count} CUDA device(s)")
+    resolve_device(device, "MODEL.DEVICE")  # the rule of every seg-suite command
+    if num_gpus is not None and num_gpus > torch.cuda.device_count():
+        raise UserError(f"--num-gpus {num_gpus} requested but this machine has {torch.cuda.device_count()} "
+                        f"CUDA device(s)")
 
 
 def build_config(config_file: str = "", opts: list | None = None, num_gpus: int | None = None,
