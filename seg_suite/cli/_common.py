@@ -9,6 +9,14 @@ motion-masks, cluster...), so each one spells and documents them the same way.
     select_items(args)              -> the sorted work items of --input (first --max-images)
     check_output(path)              -> a one-line error now if the output's folder cannot be written
     finish(summary, args)           -> prints the closing line, returns the command's exit code
+    add_renamed(parser, new, *old)  a flag whose older spellings still work, with a warning line
+
+Every subcommand's parser is a :class:`CommandParser`: its help lists a flag once, under its
+current name, and states a default only where the flag's help text does.
+
+Flag names are one per idea across commands: ``--images`` (an image root), ``--input`` (what
+the command turns into its output), ``--annotations`` (a COCO file consulted beside it),
+``--pred``/``--gt`` (evaluation), ``--output`` (what is written).
 
 Exit codes of a generator command (seg_suite.errors): 0 when the run finished and few enough
 items failed; 3 (EXIT_ITEMS_FAILED) when it finished but no item succeeded, or more than
@@ -18,11 +26,58 @@ items failed; 3 (EXIT_ITEMS_FAILED) when it finished but no item succeeded, or m
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 
 from seg_suite.errors import EXIT_ITEMS_FAILED, EXIT_OK, UserError
 
 DEFAULT_WORKERS = 2  # decoding overlaps compute on 2+ cores; 0 reads in the main process
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Lists each flag under its current spelling only (older ones stay accepted, unlisted)."""
+
+    def _format_action_invocation(self, action):
+        hidden = getattr(action, "deprecated_option_strings", ())
+        if hidden:
+            action = copy.copy(action)
+            action.option_strings = [s for s in action.option_strings if s not in hidden]
+        return super()._format_action_invocation(action)
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` that keeps the description's and epilog's line breaks."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every subcommand: :class:`HelpFormatter` unless another formatter is given."""
+
+    def __init__(self, *args, formatter_class=HelpFormatter, **kwargs):
+        super().__init__(*args, formatter_class=formatter_class, **kwargs)
+
+
+def deprecation_warning(old: str, new: str) -> None:
+    print(f"warning: {old} is a deprecated spelling of {new}; use {new} (it works the same)", file=sys.stderr)
+
+
+class _StoreRenamed(argparse.Action):
+    """Stores the value like a plain option; an older spelling also prints one warning line."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.deprecated_option_strings:
+            deprecation_warning(option_string, self.option_strings[0])
+        setattr(namespace, self.dest, values)
+
+
+def add_renamed(parser, new: str, *old: str, **kwargs) -> argparse.Action:
+    """``parser.add_argument(new, ...)`` that also accepts the older spellings ``old``.
+
+    They are left out of --help and print a line naming ``new`` when used, so scripts written
+    for an older release keep running while they are updated.
+    """
+    action = parser.add_argument(new, *old, action=_StoreRenamed, **kwargs)
+    action.deprecated_option_strings = frozenset(old)
+    return action
 
 
 def add_input_output_args(parser: argparse.ArgumentParser, what: str = "images") -> None:
@@ -79,29 +134,32 @@ def add_backbone_args(parser: argparse.ArgumentParser, default_backbone: str, so
              "and ~/.cache/seg_suite/weights by its official file name)",
     )
     group.add_argument("--random-init", action="store_true",
-                       help=f"random backbone weights, for timing and tests only: the {output} are meaningless")
+                       help=f"random backbone weights, for timing and tests only: the {output} are meaningless "
+                            f"(default: off)")
     add_device_arg(parser)
 
-def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, what: str = "images") -> None:
+def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, what: str = "images",
+                 batch_source: str = "seg_suite's choice") -> None:
+    """The runner's flags; ``batch_source`` says where the --batch-size default comes from."""
     group = parser.add_argument_group("scale-out and restarts (seg_suite.pseudo.runner)")
     group.add_argument(
         "--num-shards", type=int, default=None, metavar="K",
         help="split the inputs into K shards (batch j of the sorted list goes to shard j %% K, so merged "
              "shards equal an unsharded run with the same --batch-size); "
-             "shard I writes OUT.shard-IIIII-of-KKKKK.json, joined by `seg-suite merge`. "
-             "Default: SLURM_ARRAY_TASK_COUNT (or _MIN/_MAX) in a SLURM job array, WORLD_SIZE under "
-             "torchrun, else 1",
+             "shard I writes OUT.shard-IIIII-of-KKKKK.json, joined by `seg-suite merge` "
+             "(default: SLURM_ARRAY_TASK_COUNT (or _MIN/_MAX) in a SLURM job array, WORLD_SIZE under "
+             "torchrun, else 1)",
     )
     group.add_argument(
         "--shard-id", type=int, default=None, metavar="I",
-        help="which shard to run, 0..K-1. Default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, "
-             "torchrun's RANK, else 0",
+        help="which shard to run, 0..K-1 (default: SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN, "
+             "torchrun's RANK, else 0)",
     )
     group.add_argument(
         "--resume", action="store_true",
         help="continue a killed or interrupted run from its journal (the result is identical to an "
-             "uninterrupted run); with a finished output it does nothing. Default: off, and an "
-             "existing journal or output is then an error",
+             "uninterrupted run); with a finished output it does nothing (default: off, and an "
+             "existing journal or output is then an error)",
     )
     group.add_argument(
         "--overwrite", action="store_true",
@@ -114,7 +172,7 @@ def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, w
     group.add_argument(
         "--batch-size", type=int, default=default_batch_size, metavar="B",
         help=f"{what} per model call; keep it when resuming or sharding one run (default: {default_batch_size}, "
-             f"one at a time as the reference MaskCut runs)",
+             f"{batch_source})",
     )
     group.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS, metavar="W",

@@ -18,13 +18,14 @@ def add_sam_args(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--sam-checkpoint", default=None, metavar="PATH",
-        help="local SAM checkpoint (.pth, loaded with weights_only). Default: the official file name "
+        help="local SAM checkpoint (.pth, loaded with weights_only) (default: the official file name "
              "looked up in $SEG_SUITE_WEIGHTS, ~/.cache/seg_suite/weights and torch.hub's checkpoints "
-             "folder; nothing is downloaded",
+             "folder; nothing is downloaded)",
     )
     group.add_argument(
         "--random-init", action="store_true",
-        help="random SAM weights instead of a checkpoint, for timing and tests only: the masks are meaningless",
+        help="random SAM weights instead of a checkpoint, for timing and tests only: the masks are meaningless "
+             "(default: off)",
     )
     group.add_argument(
         "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",

@@ -63,8 +63,8 @@ def register(subparsers) -> None:
             "--k to re-cluster the same features without extracting them again."
         ),
     )
-    parser.add_argument("--input-json", required=True, metavar="P.json",
-                        help="COCO (pseudo-)mask file, e.g. from `seg-suite maskcut`")
+    _common.add_renamed(parser, "--input", "--input-json", required=True, metavar="P.json",
+                        help="COCO (pseudo-)mask file to cluster, e.g. from `seg-suite maskcut`")
     parser.add_argument("--images", required=True, metavar="ROOT", help="folder the file_name entries are relative to")
     parser.add_argument("--output", required=True, metavar="OUT.json",
                         help="the clustered COCO file (written atomically)")
@@ -97,7 +97,7 @@ def run(args) -> int:
     clusterer, reused = clusterer_from_args(args)
     _common.check_output(args.output)
     result = cluster_mask_file(
-        args.input_json, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
+        args.input, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
         input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
         random_init=args.random_init, max_pixels=args.max_pixels, fit=not reused, **kwargs)
     if result is None:

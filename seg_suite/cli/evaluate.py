@@ -38,17 +38,22 @@ def register(subparsers) -> None:
                              "rounds, or leave them unmapped (always wrong, STEGO's -1) (default: %(default)s)")
     fit = parser.add_argument_group("which images fit the mapping")
     fit.add_argument("--fit-fraction", type=float, default=0.5,
-                     help="default mode: this random fraction of the scored split fits the mapping and is not "
-                          "scored (default: %(default)s, our choice: half for fitting, half for scoring)")
+                     help="without --fit-pred: this random fraction of the scored split fits the mapping and is "
+                          "not scored (default: %(default)s, seg_suite's choice: half for fitting, half for "
+                          "scoring)")
     fit.add_argument("--fit-seed", type=int, default=0, help="seed of that random split (default: %(default)s)")
     fit.add_argument("--fit-pred", default=None,
-                     help="fit on this separate split instead (prediction, same kind as --pred)")
-    fit.add_argument("--fit-gt", default=None, help="ground truth of the separate fit split")
-    fit.add_argument("--fit-pred-folder", default=None, help="panoptic: PNG folder of --fit-pred")
-    fit.add_argument("--fit-gt-folder", default=None, help="panoptic: PNG folder of --fit-gt")
+                     help="fit on this separate split instead (prediction, same kind as --pred) "
+                          "(default: none, a random part of the scored split)")
+    fit.add_argument("--fit-gt", default=None,
+                     help="ground truth of the separate fit split (default: none; needed with --fit-pred)")
+    fit.add_argument("--fit-pred-folder", default=None,
+                     help="panoptic: PNG folder of --fit-pred (default: the JSON path without .json)")
+    fit.add_argument("--fit-gt-folder", default=None,
+                     help="panoptic: PNG folder of --fit-gt (default: the JSON path without .json)")
     fit.add_argument("--fit-on-scored-split", action="store_true",
-                     help="fit the mapping on the scored images themselves, as U2Seg and STEGO do (optimistic; "
-                          "default: off)")
+                     help="fit the mapping on the scored images themselves, as U2Seg and STEGO do (default: "
+                          "off; optimistic)")
     sem = parser.add_argument_group("semantic")
     sem.add_argument("--cocostuff27", action="store_true",
                      help="the ground-truth PNGs hold COCO-Stuff's 182 fine labels: score the 27 coarse classes "
@@ -56,7 +61,7 @@ def register(subparsers) -> None:
     sem.add_argument("--num-clusters", type=int, default=None, help="K (default: the largest predicted value + 1)")
     sem.add_argument("--num-classes", type=int, default=None,
                      help="C (default: 27 with --cocostuff27, else the largest ground-truth value + 1; 255 is ignored)")
-    parser.add_argument("--output", default=None, metavar="R.json", help="also write the results as JSON (atomically)")
+    parser.add_argument("--output", default=None, metavar="R.json", help="also write the results as JSON, atomically (default: print only)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
     parser.set_defaults(func=run)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from seg_suite.cli import _common
 from seg_suite.io.files import load_json
 
@@ -17,16 +15,15 @@ def register(subparsers) -> None:
                     "matched by file_name. Predictions that are not COCO instances or results (a panoptic "
                     "file, say), that share no image with the ground truth, or whose masks do not fit the "
                     "ground-truth images are refused before scoring.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--pred", required=True, help="predictions: COCO JSON with images[] or a result list")
-    p.add_argument("--gt", required=True, help="ground-truth COCO instances JSON")
-    p.add_argument("--images-root", default=None,
+    p.add_argument("--pred", required=True, metavar="P.json", help="predictions: COCO JSON with images[] or a result list")
+    p.add_argument("--gt", required=True, metavar="GT.json", help="ground-truth COCO instances JSON")
+    _common.add_renamed(p, "--images", "--images-root", default=None, metavar="ROOT",
                    help="make absolute prediction file names relative to this folder before matching "
                         "(default: use file names as written)")
-    p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm", help="masks or boxes (CutLER reports segm)")
-    p.add_argument("--output", default=None, help="also write the metrics as JSON here (default: print only)")
-    p.add_argument("--verbose", action="store_true", help="print COCOeval's full summary")
+    p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm", help="masks or boxes (default: %(default)s, as CutLER reports)")
+    p.add_argument("--output", default=None, metavar="R.json", help="also write the metrics as JSON here (default: print only)")
+    p.add_argument("--verbose", action="store_true", help="print COCOeval's full summary (default: off)")
     p.set_defaults(func=run)
 
 
@@ -39,7 +36,7 @@ def run(args) -> int:
     pred = load_json(args.pred, "prediction file")
     gt = load_json(args.gt, "ground-truth file")
     stats = evaluate_class_agnostic(pred, gt, iou_type=args.iou_type, verbose=args.verbose, pred_source=args.pred,
-                                    gt_source=args.gt, images_root=args.images_root)
+                                    gt_source=args.gt, images_root=args.images)
     print(format_table(stats))
     if args.output:
         # strict JSON has no NaN: metrics COCO could not compute (-1) are written as null

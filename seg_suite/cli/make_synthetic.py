@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,18 +10,24 @@ def register(subparsers) -> None:
         description="Write textured shapes on sky/ground with COCO instance, panoptic and semantic ground "
                     "truth, plus short videos of moving objects with masks and exact optical flow "
                     "(layout: datasets/README.md, 'Synthetic set'). Defaults are this project's demo sizes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--output", required=True, help="dataset root folder to write")
-    p.add_argument("--num-train", type=int, default=24, help="training images (project demo default)")
-    p.add_argument("--num-val", type=int, default=8, help="validation images (project demo default)")
-    p.add_argument("--height", type=int, default=256, help="image and frame height in pixels (>= 64)")
-    p.add_argument("--width", type=int, default=320, help="image and frame width in pixels (>= 64)")
-    p.add_argument("--max-objects", type=int, default=3, help="at most this many objects per image")
-    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files")
-    p.add_argument("--num-videos", type=int, default=4, help="moving-object video sequences")
-    p.add_argument("--video-frames", type=int, default=12, help="frames per video (>= 2)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--output", required=True, metavar="ROOT", help="dataset root folder to write")
+    p.add_argument("--num-train", type=int, default=24, metavar="N",
+                   help="training images (default: %(default)s, the project's demo size)")
+    p.add_argument("--num-val", type=int, default=8, metavar="N",
+                   help="validation images (default: %(default)s, the project's demo size)")
+    p.add_argument("--height", type=int, default=256, metavar="H",
+                   help="image and frame height in pixels, >= 64 (default: %(default)s)")
+    p.add_argument("--width", type=int, default=320, metavar="W",
+                   help="image and frame width in pixels, >= 64 (default: %(default)s)")
+    p.add_argument("--max-objects", type=int, default=3, metavar="N",
+                   help="at most this many objects per image (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same files (default: %(default)s)")
+    p.add_argument("--num-videos", type=int, default=4, metavar="N",
+                   help="moving-object video sequences (default: %(default)s)")
+    p.add_argument("--video-frames", type=int, default=12, metavar="N",
+                   help="frames per video, >= 2 (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
     p.set_defaults(func=run)
 
 

@@ -43,7 +43,7 @@ def register(subparsers) -> None:
         help="larger images are refused and listed in the failures (default: %(default)s, "
              "seg_suite.io.images.DEFAULT_MAX_PIXELS)",
     )
-    _common.add_run_args(parser)
+    _common.add_run_args(parser, batch_source="one at a time, as the reference MaskCut runs")
     parser.set_defaults(func=run)
 
 

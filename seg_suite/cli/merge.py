@@ -20,8 +20,8 @@ def register(subparsers) -> None:
             "when no item of the run succeeded (or more than --max-failed failed), as for the run itself."
         ),
     )
-    parser.add_argument(
-        "--inputs", nargs="+", default=None, metavar="SHARD",
+    _common.add_renamed(
+        parser, "--input", "--inputs", nargs="+", default=None, metavar="SHARD",
         help="shard files or quoted glob patterns (default: OUT.shard-*-of-*.json beside --output)",
     )
     parser.add_argument("--output", required=True, metavar="OUT.json", help="the merged output file")
@@ -54,14 +54,14 @@ def run(args) -> int:
 
     _common.check_max_failed(args)
     output = Path(args.output)
-    if args.inputs is None:
+    if args.input is None:
         stem = output.name[: -len(output.suffix)] if output.suffix else output.name
         pattern = glob.escape(str(output.with_name(stem))) + ".shard-*-of-*.json"
         paths = sorted(glob.glob(pattern))
         if not paths:
-            raise UserError(f"no shard files {pattern} found; pass them with --inputs")
+            raise UserError(f"no shard files {pattern} found; pass them with --input")
     else:
-        paths = _expand(args.inputs)
+        paths = _expand(args.input)
     summary = merge_outputs(paths, output, overwrite=args.overwrite)
     line = f"merged {len(paths)} shards into {summary.output}: {summary.num_items} items"
     if summary.num_failed:

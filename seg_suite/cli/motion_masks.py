@@ -88,7 +88,7 @@ def register(subparsers) -> None:
                      help="refine each frame's mask with a dense CRF on the image (seg_suite.pseudo.crf, "
                           "CutLER's parameters); sharper masks, ~0.2-0.4 s per frame (default: off)")
     grp.add_argument("--seed", type=int, default=g.seed, help="seed of the EM initialisation (default: %(default)s)")
-    _common.add_run_args(parser)
+    _common.add_run_args(parser, what="videos")
     parser.set_defaults(func=run)
 
 

@@ -16,12 +16,12 @@ def register(subparsers) -> None:
             "as U2Seg's generate_pseudo_panoptic.py: instances painted largest first (smaller ones on top, "
             "fully hidden ones dropped), then each stuff cluster fills the free pixels it covers if at most "
             "--max-stuff-overlap of it lies on instances. Category ids: things 1..K, stuff K+1..K+S. Writes "
-            "the synthetic set's layout under --output-root: annotations/panoptic_SPLIT.json, panoptic/SPLIT/*.png, "
+            "the synthetic set's layout under --output: annotations/panoptic_SPLIT.json, panoptic/SPLIT/*.png, "
             "semantic/SPLIT/*.png (detectron2 panoptic-semantic maps), annotations/instances_SPLIT.json and "
             "a symlink images/SPLIT to the images."
         ),
     )
-    parser.add_argument("--instances", required=True, metavar="CLUSTERED.json",
+    _common.add_renamed(parser, "--input", "--instances", required=True, metavar="CLUSTERED.json",
                         help="COCO instance file with category ids 1..K (seg-suite cluster's output)")
     parser.add_argument("--images", required=True, metavar="ROOT", help="folder the file_name entries are relative to")
     parser.add_argument("--stuff-dir", default=None, metavar="DIR",
@@ -30,8 +30,9 @@ def register(subparsers) -> None:
     parser.add_argument("--num-stuff", type=int, default=None, metavar="S",
                         help="number of stuff clusters (default: num_clusters of STUFF_DIR/semantic.json, else 27)")
     parser.add_argument("--num-things", type=int, default=None, metavar="K",
-                        help="number of thing clusters (default: the largest category id of --instances)")
-    parser.add_argument("--output-root", required=True, metavar="ROOT", help="dataset root to write (synthetic layout)")
+                        help="number of thing clusters (default: the largest category id of --input)")
+    _common.add_renamed(parser, "--output", "--output-root", required=True, metavar="ROOT",
+                        help="dataset root to write (synthetic layout)")
     parser.add_argument("--split", default="train", help="split name used in the file names (default: %(default)s)")
     parser.add_argument("--max-stuff-overlap", type=float, default=MAX_STUFF_OVERLAP,
                         help="skip a stuff cluster when more than this fraction of it lies on instances "
@@ -53,7 +54,7 @@ def run(args) -> int:
         index = Path(args.stuff_dir) / "semantic.json"
         num_stuff = json.loads(index.read_text())["num_clusters"] if index.exists() else 27
     summary = make_panoptic_pseudo_labels(
-        args.instances, args.images, args.output_root, args.split, stuff_dir=args.stuff_dir,
+        args.input, args.images, args.output, args.split, stuff_dir=args.stuff_dir,
         num_stuff=num_stuff or 0, num_things=args.num_things, max_overlap=args.max_stuff_overlap,
         link=not args.no_link_images, **_common.run_kwargs(args))
     return _common.finish(summary, args)

@@ -12,7 +12,7 @@ def register(subparsers) -> None:
         "refine",
         help="refine the masks of a COCO pseudo-label file (MaskCut, motion, self-training) with SAM",
         description=(
-            "For every mask in --input-json, prompt SAM with the mask's box, positive points inside it and "
+            "For every mask in --input, prompt SAM with the mask's box, positive points inside it and "
             "negative points on a ring just outside it (all masks of an image in one batch, one image "
             "embedding per image). Of SAM's four outputs the one with the highest IoU to the coarse mask is "
             "chosen; it replaces the coarse mask when that IoU is at least --iou-thresh, otherwise the coarse "
@@ -23,7 +23,7 @@ def register(subparsers) -> None:
             "seg_suite's own (there is no published recipe); the 0.5 IoU rule keeps SAM's mask only where it agrees with the coarse one."
         ),
     )
-    parser.add_argument("--input-json", required=True, metavar="P.json",
+    _common.add_renamed(parser, "--input", "--input-json", required=True, metavar="P.json",
                         help="the COCO pseudo-label file to refine (RLE or polygon segmentations), e.g. the "
                              "output of `seg-suite maskcut`")
     parser.add_argument("--images", required=True, metavar="ROOT",
@@ -72,7 +72,7 @@ def run(args) -> int:
                           ring_inner=args.ring_inner, ring_outer=args.ring_outer, iou_thresh=args.iou_thresh)
     kwargs = _common.run_kwargs(args)
     _common.check_output(args.output)
-    job = SamRefineJob(args.input_json, params, prompts_per_batch=args.prompts_per_batch, **_sam.sam_kwargs(args))
+    job = SamRefineJob(args.input, params, prompts_per_batch=args.prompts_per_batch, **_sam.sam_kwargs(args))
     items = job.items(args.images)
     job.load()
     summary = run_job(job, items, args.output, **kwargs)

@@ -56,7 +56,8 @@ def register(subparsers) -> None:
                      help="point prompts per decoder call; memory versus speed only, the masks are the same up "
                           "to float rounding "
                           "(default: %(default)s, segment-anything's)")
-    _common.add_run_args(parser)
+    _common.add_run_args(parser, batch_source="one image per call, as segment-anything's "
+                                                "SamAutomaticMaskGenerator.generate")
     parser.set_defaults(func=run)
 
 

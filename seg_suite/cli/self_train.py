@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from seg_suite.cli import _common
+
 
 def register(subparsers) -> None:
     from seg_suite.engine.self_training import DEFAULT_MERGE_IOU, DEFAULT_THRESHOLDS
@@ -11,7 +13,7 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "self-train",
         help="multi-round self-training on pseudo-labels (train, predict, merge, repeat)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_common.RawDescriptionHelpFormatter,
         description=(
             "Self-training as CutLER (cutler/tools/get_self_training_ann.py). Each round trains through the\n"
             "tools/train_net.py code path, predicts on the training images, keeps predictions with\n"
@@ -24,17 +26,17 @@ def register(subparsers) -> None:
         epilog=(
             "example:\n"
             "  seg-suite self-train --config-file configs/pseudo/maskformer2_R50_class_agnostic.yaml \\\n"
-            "    --train-json pseudo/imagenet_train.json --image-root datasets/imagenet/train \\\n"
+            "    --input pseudo/imagenet_train.json --images datasets/imagenet/train \\\n"
             "    --output output/self_train --rounds 2 SOLVER.MAX_ITER 80000\n"
             "Config key defaults: seg_suite/config.py and seg_suite/engine/config.py."
         ),
     )
     parser.add_argument("--config-file", required=True, metavar="FILE",
                         help="training config (detectron2 YAML), as for tools/train_net.py")
-    parser.add_argument("--train-json", required=True, metavar="P.json",
+    _common.add_renamed(parser, "--input", "--train-json", required=True, metavar="P.json",
                         help="round-1 pseudo-labels: a COCO instance file (RLE or polygon masks)")
-    parser.add_argument("--image-root", required=True, metavar="DIR",
-                        help="folder the file_name entries of --train-json are relative to")
+    _common.add_renamed(parser, "--images", "--image-root", required=True, metavar="DIR",
+                        help="folder the file_name entries of --input are relative to")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder of the rounds (round_1/, round_2/, ...)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="number of rounds (default: %(default)s; CutLER's README runs 2 after the first model)")
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from seg_suite.engine.self_training import self_train
 
     summaries = self_train(
-        args.config_file, args.train_json, args.image_root, args.output, rounds=args.rounds,
+        args.config_file, args.input, args.images, args.output, rounds=args.rounds,
         thresholds=args.thresholds, resume=args.resume, opts=args.opts, num_gpus=args.num_gpus,
         num_machines=args.num_machines, machine_rank=args.machine_rank, dist_url=args.dist_url,
         merge_iou=args.merge_iou,

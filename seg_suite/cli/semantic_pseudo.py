@@ -22,10 +22,11 @@ def register(subparsers) -> None:
             "(the fitting sample) and OUT_DIR/semantic.json (the index). Defaults follow STEGO."
         ),
     )
-    parser.add_argument("--images", required=True, metavar="DIR|GLOB|LIST.txt",
+    _common.add_renamed(parser, "--input", "--images", required=True, metavar="DIR|GLOB|LIST.txt",
                         help="the images (folder searched recursively, glob or .txt list); PNG names are the "
                              "paths relative to this root with .png")
-    parser.add_argument("--output-dir", required=True, metavar="OUT_DIR", help="where the maps and centroids go")
+    _common.add_renamed(parser, "--output", "--output-dir", required=True, metavar="OUT_DIR",
+                        help="folder the maps and centroids are written to")
     parser.add_argument("--max-images", type=int, default=None, metavar="N",
                         help="process only the first N images in sorted order (default: all)")
     _common.add_backbone_args(parser, "dino_vitb8", "STEGO's COCO-Stuff model, DINO ViT-B/8", output="clusters")
@@ -51,17 +52,16 @@ def run(args) -> int:
     from seg_suite.pseudo.semantic import make_stuff_pseudo_labels
 
     kwargs = _common.run_kwargs(args)
-    args.input = args.images
     clusterer = None if args.centroids else clusterer_from_args(args)[0]
     items = _common.select_items(args)
-    _common.check_output(Path(args.output_dir) / "semantic.json")
+    _common.check_output(Path(args.output) / "semantic.json")
     summary = make_stuff_pseudo_labels(
-        items, args.output_dir, clusterer, backbone=args.backbone, centroids=args.centroids,
+        items, args.output, clusterer, backbone=args.backbone, centroids=args.centroids,
         crf=args.crf, input_size=args.input_size, samples_per_image=args.samples_per_image, seed=args.seed,
         weights=args.weights, device=_common.device_from_args(args), random_init=args.random_init,
         max_pixels=args.max_pixels, **kwargs)
     if summary is None:
-        print(f"shard done; join the sample shards with `seg-suite merge --output {args.output_dir}/samples.json "
+        print(f"shard done; join the sample shards with `seg-suite merge --output {args.output}/samples.json "
               f"<shard files>`, then rerun with --resume (and the same shard flags) to fit the centroids and "
               f"write this shard's maps", file=sys.stderr)
         return 0
