@@ -133,5 +133,5 @@ def test_cli_images_root_relativises_absolute_names(tmp_path, capsys):
     args = ["evaluate-masks", "--pred", str(tmp_path / "p.json"), "--gt", str(tmp_path / "gt.json"),
             "--output", str(out)]
     assert main(args) == 2 and "file_name" in capsys.readouterr().err
-    assert main(args + ["--images-root", str(tmp_path / "imgs")]) == 0
+    assert main(args + ["--images", str(tmp_path / "imgs")]) == 0
     assert json.loads(out.read_text())["AP"] == pytest.approx(100 * 51 / 101)  # 1 of 2 objects found

@@ -73,7 +73,7 @@ def test_shards_and_batches_merge_to_the_unsharded_file(synthetic_dataset, tmp_p
     # a shard missing: merge refuses, writes nothing
     (tmp_path / "sharded.shard-00001-of-00003.json").unlink()
     assert cli_main(["merge", "--output", str(tmp_path / "again.json"),
-                     "--inputs", str(tmp_path / "sharded.shard-*.json")]) == 2
+                     "--input", str(tmp_path / "sharded.shard-*.json")]) == 2
     assert "missing shard(s) 1 of 3" in capsys.readouterr().err
     assert not (tmp_path / "again.json").exists()
 

@@ -184,7 +184,7 @@ def test_cli_cluster_recovers_synthetic_shape_classes(synthetic_dataset, tmp_pat
     root = synthetic_dataset
     gt_path = root / "annotations" / "instances_train.json"
     out = tmp_path / "clustered.json"
-    args = ["cluster", "--input-json", str(gt_path), "--images", str(root / "images" / "train"), "--output",
+    args = ["cluster", "--input", str(gt_path), "--images", str(root / "images" / "train"), "--output",
             str(out), "--k", "4", "--backbone", "handcrafted", "--feature", "pooled", "--input-size", "320",
             "--workers", "0", "--no-progress"]
     assert main(args) == 0

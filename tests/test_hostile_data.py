@@ -119,7 +119,7 @@ def test_visualize_never_reads_or_writes_outside_its_roots(layout, capsys):
     tmp, images, secret, victim = layout
     before = _state(victim)
     ann = _write_json(tmp / "p.json", hostile_coco(secret, victim))
-    rc = main(["visualize", "--annotations", str(ann), "--images", str(images), "--output", str(tmp / "out"),
+    rc = main(["visualize", "--input", str(ann), "--images", str(images), "--output", str(tmp / "out"),
                "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0
@@ -141,7 +141,7 @@ def test_visualize_exits_3_when_nothing_could_be_rendered(layout, capsys):
     coco["images"] = coco["images"][2:]
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] > 2]
     ann = _write_json(tmp / "p.json", coco)
-    rc = main(["visualize", "--annotations", str(ann), "--images", str(images), "--output", str(tmp / "out"),
+    rc = main(["visualize", "--input", str(ann), "--images", str(images), "--output", str(tmp / "out"),
                "--no-progress"])
     assert rc == 3
     assert "wrote 0 overlays" in capsys.readouterr().out
@@ -149,7 +149,7 @@ def test_visualize_exits_3_when_nothing_could_be_rendered(layout, capsys):
 
 
 def _cluster_args(ann, images, out, k=1):
-    return ["cluster", "--input-json", str(ann), "--images", str(images), "--output", str(out), "--k", str(k),
+    return ["cluster", "--input", str(ann), "--images", str(images), "--output", str(out), "--k", str(k),
             "--backbone", "handcrafted", "--feature", "pooled", "--input-size", "32", "--workers", "0",
             "--no-progress"]
 
@@ -261,7 +261,7 @@ def huge_mask_file(layout):
 @pytest.mark.slow
 def test_visualize_skips_a_huge_rle_without_allocating_it(huge_mask_file):
     tmp, images, path, _ = huge_mask_file
-    res = run_measured(_cli("visualize", "--annotations", path, "--images", images, "--output", tmp / "vis",
+    res = run_measured(_cli("visualize", "--input", path, "--images", images, "--output", tmp / "vis",
                             "--no-progress"), tmp)
     assert res["rc"] == 0, res["err"]
     assert res["maxrss_kb"] < MAX_RSS_KB
@@ -303,7 +303,7 @@ def test_corrupt_counts_skip_the_image_in_visualize_and_fail_it_in_cluster(layou
             "categories": [{"id": 1, "name": "object"}]}
     coco["annotations"][0]["segmentation"]["counts"] = _counts_string([H * W, 5])  # 605 pixels in a 20x30 mask
     path = _write_json(tmp / "p.json", coco)
-    assert main(["visualize", "--annotations", str(path), "--images", str(images), "--output", str(tmp / "vis"),
+    assert main(["visualize", "--input", str(path), "--images", str(images), "--output", str(tmp / "vis"),
                  "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "skipped: a.png: annotation 1: RLE runs cover 605 pixels" in out and "wrote 1 overlays" in out
@@ -350,11 +350,11 @@ def test_broken_whole_files_are_one_line_exit_2(good_coco, capsys, command, case
     bad = _broken_files(tmp, coco)[case]
     out = tmp / "out" / "o.json"
     argv = {
-        "visualize": ["visualize", "--annotations", bad, "--images", images, "--output", tmp / "out",
-                      "--gt-json", gt],
+        "visualize": ["visualize", "--input", bad, "--images", images, "--output", tmp / "out",
+                      "--annotations", gt],
         "evaluate-masks": ["evaluate-masks", "--pred", bad, "--gt", gt],
         "cluster": _cluster_args(bad, images, out),
-        "refine": ["refine", "--input-json", bad, "--images", images, "--output", out, "--random-init",
+        "refine": ["refine", "--input", bad, "--images", images, "--output", out, "--random-init",
                    "--workers", "0"],
         "evaluate": ["evaluate", "--task", "instances", "--pred", bad, "--gt", gt],
     }[command]
@@ -375,7 +375,7 @@ def test_visualize_keeps_the_first_of_two_images_drawing_to_one_overlay(layout, 
     coco = {"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "a.jpg"}],
             "annotations": [_ann(1, 1, _mask(4, 12, 5, 15)), _ann(2, 2, _mask(0, 20, 0, 30))]}
     path = _write_json(tmp / "p.json", coco)
-    assert main(["visualize", "--annotations", str(path), "--images", str(images), "--output", str(tmp / "vis"),
+    assert main(["visualize", "--input", str(path), "--images", str(images), "--output", str(tmp / "vis"),
                  "--no-progress"]) == 0
     assert "skipped: image 2: a.jpg would overwrite the overlay of another image" in capsys.readouterr().out
     vis = np.asarray(Image.open(tmp / "vis" / "a.png"))
@@ -510,13 +510,13 @@ def test_unwritable_outputs_are_refused_before_any_work(good_coco, tmp_path, cap
     bad = _unwritable(tmp, where)
     _, annotations, pred = _davis_tree(tmp_path / "video")
     argv = {
-        "visualize": ["visualize", "--annotations", gt, "--images", images, "--output", bad],
+        "visualize": ["visualize", "--input", gt, "--images", images, "--output", bad],
         "evaluate-masks": ["evaluate-masks", "--pred", gt, "--gt", gt, "--output", bad / "m.json"],
         "evaluate-video": ["evaluate-video", "--gt", annotations, "--pred", pred, "--output", bad / "v.json"],
         "evaluate": ["evaluate", "--task", "instances", "--fit-on-scored-split", "--pred", gt, "--gt", gt,
                      "--output", bad / "r.json"],
         "cluster": _cluster_args(gt, images, bad / "c.json"),
-        "refine": ["refine", "--input-json", gt, "--images", images, "--output", bad / "r.json", "--random-init",
+        "refine": ["refine", "--input", gt, "--images", images, "--output", bad / "r.json", "--random-init",
                    "--workers", "0"],
     }[command]
     assert main([str(a) for a in argv]) == 2

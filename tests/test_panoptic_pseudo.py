@@ -83,8 +83,8 @@ def test_dataset_job_writes_the_synthetic_layout_and_reproduces_ground_truth(syn
     root = synthetic_dataset
     clustered, stuff_dir = _clustered_file(root, tmp_path)
     out = tmp_path / "pan"
-    assert main(["panoptic", "--instances", str(clustered), "--images", str(root / "images" / "val"),
-                 "--stuff-dir", str(stuff_dir), "--num-stuff", "2", "--output-root", str(out), "--split", "val",
+    assert main(["panoptic", "--input", str(clustered), "--images", str(root / "images" / "val"),
+                 "--stuff-dir", str(stuff_dir), "--num-stuff", "2", "--output", str(out), "--split", "val",
                  "--workers", "0", "--no-progress"]) == 0
     pan = json.loads((out / "annotations" / "panoptic_val.json").read_text())
     gt = json.loads((root / "annotations" / "panoptic_val.json").read_text())
@@ -144,8 +144,8 @@ def test_bad_stuff_maps_fail_alone_and_missing_folders_are_user_errors(synthetic
     Image.fromarray(np.full((256, 320), 7, np.uint8)).save(stuff_dir / "000001.png")  # cluster 7 of 2
     (stuff_dir / "000002.png").write_bytes(b"not a png")
     out = tmp_path / "pan"
-    base = ["panoptic", "--instances", str(clustered), "--images", str(root / "images" / "val"), "--num-stuff", "2",
-            "--output-root", str(out), "--split", "val", "--workers", "0", "--no-progress"]
+    base = ["panoptic", "--input", str(clustered), "--images", str(root / "images" / "val"), "--num-stuff", "2",
+            "--output", str(out), "--split", "val", "--workers", "0", "--no-progress"]
     assert main(base + ["--stuff-dir", str(stuff_dir)]) == 0
     failures = [json.loads(line) for line in (out / "annotations" / "panoptic_val.failures.jsonl").read_text().splitlines()]
     assert [f["key"] for f in failures] == ["000001.png", "000002.png"]

@@ -158,7 +158,7 @@ def test_unwritable_outputs_are_one_line_before_any_work(where, tmp_path, frames
     commands = {
         "maskcut": ["maskcut", "--backbone", "handcrafted", "--input", str(images), "--output", str(out)],
         "motion-masks": ["motion-masks", "--input", str(frames), "--output", str(out)],
-        "merge": ["merge", "--output", str(out), "--inputs", str(tmp_path / "any.shard-00000-of-00002.json")],
+        "merge": ["merge", "--output", str(out), "--input", str(tmp_path / "any.shard-00000-of-00002.json")],
         "make-synthetic": ["make-synthetic", "--output", str(out.parent / "dataset"), "--num-train", "1"],
         "train-motion": ["train-motion", "--input", str(frames.parent), "--output", str(out.with_suffix(".pth"))],
     }

@@ -523,7 +523,7 @@ def test_refine_fails_the_image_of_a_huge_rle_without_allocating_it(scenes, tmp_
     key = next(im["file_name"] for im in coco["images"] if im["id"] == coco["annotations"][2]["image_id"])
     arch = json.dumps(dataclasses.replace(TINY, name="vit_b").to_dict())
     out = tmp_path / "refined.json"
-    res = run_measured([sys.executable, "-c", TINY_REFINE, arch, "refine", "--input-json", str(inp), "--images",
+    res = run_measured([sys.executable, "-c", TINY_REFINE, arch, "refine", "--input", str(inp), "--images",
                         str(root), "--output", str(out), "--random-init", "--workers", "0", "--no-progress"], tmp_path)
     assert res["rc"] == 0, res["err"]
     assert res["maxrss_kb"] < MAX_RSS_KB
@@ -554,7 +554,7 @@ def test_cli_sam_masks_then_refine(scenes, tiny_as_vit_b, capsys):
     generated = json.loads(masks.read_text())
     assert generated["info"]["params"]["sam"]["type"] == "vit_b" and generated["annotations"]
     refined = root.parent / "refined.json"
-    assert cli_main(["refine", "--input-json", str(masks), "--images", str(root), "--output", str(refined),
+    assert cli_main(["refine", "--input", str(masks), "--images", str(root), "--output", str(refined),
                      "--iou-thresh", "0", "--workers", "0", "--no-progress"]) == 0
     result = json.loads(refined.read_text())
     assert [a["id"] for a in result["annotations"]] == [a["id"] for a in generated["annotations"]]
@@ -573,7 +573,7 @@ def test_cli_errors_are_one_line(scenes, tmp_path, monkeypatch, capsys):
     assert cli_main(["sam-masks", "--input", str(root), "--output", str(tmp_path / "o.json"), "--random-init",
                      "--pred-iou-thresh", "1.5"]) == 2
     assert "pred-iou-thresh must be in [0, 1]" in capsys.readouterr().err
-    assert cli_main(["refine", "--input-json", str(tmp_path / "none.json"), "--images", str(root),
+    assert cli_main(["refine", "--input", str(tmp_path / "none.json"), "--images", str(root),
                      "--output", str(tmp_path / "r.json"), "--random-init"]) == 2
     assert "input file not found" in capsys.readouterr().err
 

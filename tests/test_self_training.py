@@ -190,8 +190,8 @@ def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread):
 
     # Two rounds through the CLI with --resume: round 1 is skipped, round 2 trains from round 1's model.
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "seg_suite.cli", "self-train", "--config-file", CONFIG, "--train-json", str(synth[0]),
-           "--image-root", str(synth[1]), "--output", str(out), "--rounds", "2", "--thresholds", *map(str, THRESHOLDS),
+    cmd = [sys.executable, "-m", "seg_suite.cli", "self-train", "--config-file", CONFIG, "--input", str(synth[0]),
+           "--images", str(synth[1]), "--output", str(out), "--rounds", "2", "--thresholds", *map(str, THRESHOLDS),
            "--num-gpus", "0", "--resume", *OPTS]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]

@@ -45,7 +45,7 @@ def test_cli_semantic_pseudo_separates_sky_and_ground_and_reuses_centroids(synth
     root = synthetic_dataset
     out = tmp_path / "stuff"
     common = ["--backbone", "handcrafted", "--input-size", "160", "--workers", "0", "--no-progress"]
-    assert main(["semantic-pseudo", "--images", str(root / "images" / "train"), "--output-dir", str(out),
+    assert main(["semantic-pseudo", "--input", str(root / "images" / "train"), "--output", str(out),
                  "--k", "3", "--samples-per-image", "200", *common]) == 0
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == sorted(p.name for p in (root / "images" / "train").glob("*.png"))
@@ -66,7 +66,7 @@ def test_cli_semantic_pseudo_separates_sky_and_ground_and_reuses_centroids(synth
     assert res["pAcc"] >= 85.0  # measured 96.6 (sky/ground pixel accuracy, majority mapping; mIoU 93.5)
     # The saved centroids on new images: same maps for an image seen before.
     again = tmp_path / "again"
-    assert main(["semantic-pseudo", "--images", str(root / "images" / "train"), "--output-dir", str(again),
+    assert main(["semantic-pseudo", "--input", str(root / "images" / "train"), "--output", str(again),
                  "--centroids", str(out / "centroids.npy"), "--max-images", "2", *common]) == 0
     for p in sorted(again.glob("*.png")):
         assert np.array_equal(np.asarray(Image.open(p)), np.asarray(Image.open(out / p.name)))

@@ -85,8 +85,8 @@ def test_cli_visualize(tmp_path):
            "annotations": [{"id": 1, "image_id": 3, "category_id": 1, "segmentation": mask_to_rle(a),
                             "score": 0.7}]}
     (tmp_path / "p.json").write_text(json.dumps(ann))
-    rc = main(["visualize", "--annotations", str(tmp_path / "p.json"), "--images", str(tmp_path),
+    rc = main(["visualize", "--input", str(tmp_path / "p.json"), "--images", str(tmp_path),
                "--output", str(tmp_path / "vis"), "--no-progress"])
     assert rc == 0 and (tmp_path / "vis" / "x.png").exists()
-    assert main(["visualize", "--annotations", str(tmp_path / "p.json"), "--images", str(tmp_path / "no"),
+    assert main(["visualize", "--input", str(tmp_path / "p.json"), "--images", str(tmp_path / "no"),
                  "--output", str(tmp_path / "vis")]) == 2
