@@ -1,4 +1,4 @@
-"""The whole unsupervised pipeline on the synthetic set, as one sequence of library calls (issue 4, section 6).
+"""The whole unsupervised pipeline on the synthetic set, as one sequence of library calls.
 
     results = run_unsupervised_pipeline("out/pipeline")      # or: seg-suite pipeline --output out/pipeline
 
@@ -26,6 +26,12 @@ runner's journals, detectron2's ``last_checkpoint``):
 
 Every stage after ``data`` reads only images and pseudo-labels; the ground truth enters at
 ``evaluate`` alone. Needs detectron2 from stage 6 on.
+
+The terminal gets the stage lines (stderr), progress bars and, from the CLI, the closing table;
+detectron2's log of training and prediction (environment, config, model, iterations) goes to
+``OUTPUT/pipeline.log``, appended by every rerun, and training's own to ``OUTPUT/train/log.txt``.
+Once ``train`` is marked finished its periodic checkpoints are deleted: ``OUTPUT/train`` keeps
+``model_final.pth`` only.
 """
 
 from __future__ import annotations
@@ -64,6 +70,31 @@ DEFAULT_MAX_ITER = 300  # tiny CPU config: 0.55-0.8 s per iteration on the share
 
 def _stage_dir(out: Path, stage: str) -> Path:
     return out / stage
+
+
+def log_path(out) -> Path:
+    """Where a run in ``out`` writes detectron2's log (training and prediction)."""
+    return Path(out) / "pipeline.log"
+
+
+def _clean_up(out: Path, stage: str) -> None:
+    """What a finished stage no longer needs: training's periodic checkpoints."""
+    if stage == "train":
+        from seg_suite.engine.self_training import keep_final_checkpoint
+
+        keep_final_checkpoint(_stage_dir(out, "train"))
+
+
+def _route_training_logs(out: Path):
+    """Send the training loggers to ``pipeline.log``; returns how to undo it (None without detectron2)."""
+    import importlib.util
+
+    if importlib.util.find_spec("detectron2") is None:
+        return None
+    from seg_suite.engine.launch import install_log_handlers, release_log_handlers
+
+    install_log_handlers("", log_file=str(log_path(out)))
+    return release_log_handlers
 
 
 def _finished(out: Path, stage: str) -> dict | None:
@@ -220,7 +251,7 @@ def stage_train(out: Path, p: dict) -> dict:
     # an interrupted one continues after the newest checkpoint that loads.
     args = argparse.Namespace(config_file=str(p["config"]), opts=train_config_opts(out, p), eval_only=False,
                               resume=True, num_gpus=_num_gpus(p), num_machines=1,
-                              machine_rank=0, dist_url="auto")
+                              machine_rank=0, dist_url="auto", log_file=str(log_path(out)))
     main(args)
     losses = {}
     metrics = folder / "metrics.json"
@@ -329,15 +360,22 @@ def run_unsupervised_pipeline(output_dir, *, num_train: int = DEFAULT_NUM_TRAIN,
         from seg_suite.pseudo.runner import library_versions
 
         atomic_write_json(record, {"params": params, "versions": library_versions()}, indent=1)
-    for stage in STAGES:
-        done = _finished(out, stage)
-        if done is not None:
-            print(f"[pipeline] {stage}: already finished ({done['seconds']} s), skipped", file=sys.stderr)
-            continue
-        print(f"[pipeline] {stage} ...", file=sys.stderr, flush=True)
-        started = time.time()
-        done = _finish(out, stage, _STAGE_FUNCS[stage](out, p), started)
-        print(f"[pipeline] {stage}: done in {done['seconds']} s", file=sys.stderr, flush=True)
+    release = _route_training_logs(out)
+    try:
+        print(f"[pipeline] full log: {log_path(out)}", file=sys.stderr, flush=True)
+        for stage in STAGES:
+            done = _finished(out, stage)
+            if done is not None:
+                print(f"[pipeline] {stage}: already finished ({done['seconds']} s), skipped", file=sys.stderr)
+            else:
+                print(f"[pipeline] {stage} ...", file=sys.stderr, flush=True)
+                started = time.time()
+                done = _finish(out, stage, _STAGE_FUNCS[stage](out, p), started)
+                print(f"[pipeline] {stage}: done in {done['seconds']} s", file=sys.stderr, flush=True)
+            _clean_up(out, stage)  # also after a skip: a stop may have come between marker and clean-up
+    finally:
+        if release is not None:
+            release()
     return load_summary(out)
 
 

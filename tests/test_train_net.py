@@ -165,3 +165,90 @@ def test_evaluators_follow_metadata(synth_root, tmp_path):
     assert [type(e) for e in both._evaluators] == [PanopticEvaluator, InstanceEvaluator, SemSegEvaluator]
     assert isinstance(build_evaluator(cfg, "esynth_val"), InstanceEvaluator)
     assert isinstance(build_evaluator(cfg, "esynth_val_sem_seg"), SemSegEvaluator)
+
+
+# ------------------------------------------------------------------ --help and log set-up
+def test_help_shows_defaults_without_warnings():
+    res = train_net("--help")
+    assert res.returncode == 0, res.stderr
+    assert "FutureWarning" not in res.stderr and "torch.jit" not in res.stderr, res.stderr
+    help_text = " ".join(res.stdout.split())  # argparse wraps lines
+    assert "number of gpus *per machine* (default: 1)" in help_text
+    assert "total number of machines (default: 1)" in help_text
+    assert "perform evaluation only (default: off)" in help_text
+    assert "for what it means. (default: off)" in help_text  # --resume
+    assert help_text.count("(default: refused)") == 1 and "(default: False)" not in help_text  # --allow-untrained
+
+
+@pytest.fixture
+def clean_training_loggers():
+    from seg_suite.engine.launch import release_log_handlers
+
+    yield
+    release_log_handlers()
+
+
+def _handlers(name):
+    import logging
+
+    return logging.getLogger(name).handlers
+
+
+def test_log_handlers_follow_the_current_stdout_and_never_pile_up(tmp_path, capsys, clean_training_loggers):
+    import io
+    import logging
+
+    from seg_suite.engine.launch import TRAINING_LOGGERS, install_log_handlers, release_log_handlers
+
+    # Installed while another stream was sys.stdout, which is then closed (as pytest does with
+    # the capture of a finished test): records must go to the sys.stdout of the moment.
+    stale = io.StringIO()
+    real_stdout, sys.stdout = sys.stdout, stale
+    try:
+        install_log_handlers(str(tmp_path / "a"))
+        install_log_handlers(str(tmp_path / "a"))  # a second set-up (another round) replaces, never adds
+    finally:
+        sys.stdout = real_stdout
+    stale.close()
+    for name in TRAINING_LOGGERS:
+        assert len(_handlers(name)) == 2, (name, _handlers(name))  # log.txt + console
+    logging.getLogger("fvcore.common.checkpoint").warning("first message")
+    captured = capsys.readouterr()
+    assert captured.out.count("first message") == 1
+    assert "Logging error" not in captured.err and captured.err == ""
+    assert (tmp_path / "a" / "log.txt").read_text().count("first message") == 1
+
+    # A command that trains as one of its steps: the log goes to its file, not the console, and
+    # the previous run's log.txt no longer receives anything.
+    route = tmp_path / "cmd" / "command.log"
+    install_log_handlers(str(tmp_path / "b"), log_file=str(route))
+    logging.getLogger("detectron2.engine.train_loop").info("second message")
+    logging.getLogger("seg_suite").info("third message")
+    captured = capsys.readouterr()
+    assert "message" not in captured.out + captured.err
+    assert route.read_text().count("second message") == 1 and route.read_text().count("third message") == 1
+    assert (tmp_path / "b" / "log.txt").read_text().count("second message") == 1
+    assert "second message" not in (tmp_path / "a" / "log.txt").read_text()
+
+    release_log_handlers()
+    assert all(not _handlers(name) for name in TRAINING_LOGGERS)
+    logging.getLogger("seg_suite").info("after release")
+    assert "after release" not in route.read_text()
+
+
+def test_setup_twice_in_one_process_logs_each_line_once(synth_root, tmp_path, capsys, clean_training_loggers):
+    import argparse
+
+    from seg_suite.engine.launch import TRAINING_LOGGERS, setup
+
+    for name in ("first", "second"):
+        args = argparse.Namespace(config_file=CONFIG, num_gpus=0, num_machines=1, eval_only=False, resume=False,
+                                  opts=["DATASETS.SYNTHETIC_ROOT", str(synth_root), "OUTPUT_DIR", str(tmp_path / name)])
+        setup(args)
+        for logger_name in TRAINING_LOGGERS:
+            assert len(_handlers(logger_name)) == 2, (logger_name, _handlers(logger_name))
+        out = capsys.readouterr().out
+        assert out.count("Full config saved to") == 1, out[-2000:]
+        log = (tmp_path / name / "log.txt").read_text()
+        assert log.count("Full config saved to") == 1
+    assert "Full config saved to " + str(tmp_path / "second") not in (tmp_path / "first" / "log.txt").read_text()

@@ -17,11 +17,24 @@ keep the checkpoints written so far: rerun with ``--resume``), 1 a bug (with its
 
 from __future__ import annotations
 
+import argparse
 import gc
 import logging
+import os
 import sys
+import warnings
 
 import torch
+
+# fvcore.nn (focal losses) and detectron2.modeling.box_regression compile functions with
+# torch.jit.script when imported, an API torch deprecates: FutureWarnings on every start that the
+# user can do nothing about. Exactly that warning is silenced, and only while those two import.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning,
+                            module=r"torch\.jit\._script")
+    import detectron2.modeling.box_regression  # noqa: F401
+    import fvcore.nn  # noqa: F401
+
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
@@ -108,11 +121,89 @@ def _check_weights_for_eval(cfg, args) -> None:
                     "with the run's OUTPUT_DIR); --allow-untrained scores a randomly initialised model instead")
 
 
+# The loggers a training run writes to: detectron2's, fvcore's (checkpointer) and ours.
+TRAINING_LOGGERS = ("detectron2", "fvcore", "seg_suite")
+_LOG_FORMAT = logging.Formatter("[%(asctime)s] %(name)s %(levelname)s: %(message)s", datefmt="%m/%d %H:%M:%S")
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes each record to ``sys.stdout`` as it is when the record is emitted.
+
+    A process that trains more than once (self-training rounds, the pipeline, a test session)
+    may have replaced ``sys.stdout`` since the handler was made; holding the stream of that moment
+    would write to a closed or stale one.
+    """
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value):  # StreamHandler.__init__ assigns one; the current sys.stdout always wins
+        pass
+
+
+class _RunFileHandler(logging.FileHandler):
+    """A log file that seg_suite opened (and so closes when the handlers are replaced)."""
+
+
+def release_log_handlers() -> None:
+    """Detach every handler from the training loggers, closing the log files seg_suite opened."""
+    for name in TRAINING_LOGGERS:
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+            if isinstance(handler, _RunFileHandler):
+                handler.close()
+
+
+def install_log_handlers(output_dir: str, rank: int = 0, log_file: str | None = None) -> None:
+    """The training loggers' handlers for one run, replacing any set up before in this process.
+
+    Every rank appends to ``OUTPUT_DIR/log.txt`` (``log.txt.rankN`` beyond rank 0). Rank 0 also
+    writes to the console, or, when ``log_file`` is given, appends there instead, so that a command
+    that trains as one of its steps keeps its terminal for its own lines. Calling it again (another
+    round, another run) leaves exactly one set of handlers.
+    """
+    release_log_handlers()
+    targets: list[logging.Handler] = []
+    if output_dir:
+        os.makedirs(output_dir, exist_ok=True)
+        name = os.path.join(output_dir, "log.txt") + (f".rank{rank}" if rank else "")
+        targets.append(_RunFileHandler(name, encoding="utf-8"))
+    if rank == 0:
+        if log_file:
+            os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+            targets.append(_RunFileHandler(log_file, encoding="utf-8"))
+        else:
+            targets.append(_ConsoleHandler())
+    for handler in targets:
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(_LOG_FORMAT)
+    for name in TRAINING_LOGGERS:
+        log = logging.getLogger(name)
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        for handler in targets:
+            log.addHandler(handler)
+
+
+def _setup_logging(cfg, args) -> None:
+    rank = comm.get_rank()
+    # default_setup calls detectron2's setup_logger, which adds a console and a file handler per
+    # new argument set (it is lru_cached on its arguments). Making those exact calls first puts
+    # them in the cache, so default_setup adds nothing; their handlers are then replaced by ours.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank, name="fvcore")
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=rank)
+    install_log_handlers(cfg.OUTPUT_DIR, rank, getattr(args, "log_file", None))
+
+
 def setup(args):
     """Config + checks + logging + dataset registration for one process (detectron2's ``default_setup``).
 
     Everything that can be refused is checked before detectron2 writes anything: the config, the
-    weights of ``--eval-only`` and a writable OUTPUT_DIR.
+    weights of ``--eval-only`` and a writable OUTPUT_DIR. Logging: :func:`install_log_handlers`
+    (``args.log_file``, when set, takes the console's place).
     """
     cfg = build_config(args.config_file, args.opts, args.num_gpus, getattr(args, "num_machines", 1))
     if getattr(args, "eval_only", False):
@@ -120,8 +211,8 @@ def setup(args):
     if comm.is_main_process():
         check_writable_dir(cfg.OUTPUT_DIR or ".", "output folder (OUTPUT_DIR)")
     file_io.install()
+    _setup_logging(cfg, args)
     default_setup(cfg, args)
-    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="seg_suite")
     register_datasets(cfg)
     return cfg
 
@@ -144,6 +235,21 @@ def main(args):
     return trainer.train()
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks and appends each option's default unless its help names one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" in text or "(default" in text or action.default in (None, argparse.SUPPRESS) \
+                or not action.option_strings:
+            return text
+        if action.default is False:
+            return text + " (default: off)"
+        if action.default == "":
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
+
+
 def parse_args(argv: list[str] | None = None):
     parser = default_argument_parser(
         epilog="Defaults of every config key: seg_suite/config.py (the official Mask2Former YAML values) and "
@@ -156,6 +262,7 @@ def parse_args(argv: list[str] | None = None):
                         help="with --eval-only and no MODEL.WEIGHTS, evaluate the randomly initialised model: the "
                              "scores are those of a random model, for checking the evaluation set-up only "
                              "(default: refused)")
+    parser.formatter_class = _HelpFormatter
     return parser.parse_args(argv)
 
 

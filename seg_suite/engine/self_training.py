@@ -14,7 +14,11 @@ Each round k (1-based), with everything kept in ``OUTPUT/round_k/``:
 4. adds back the round's pseudo-masks whose largest IoU with the kept predictions of their image
    is < 0.5 (:func:`merge_pseudo_labels`);
 5. writes ``round_{k+1}/train.json``, the next round's data, then ``round_k/round.json`` (the
-   round's summary and metrics), which marks it finished.
+   round's summary and metrics), which marks it finished; the round's periodic checkpoints are
+   then deleted, ``model_final.pth`` stays (:func:`keep_final_checkpoint`).
+
+Stage lines go to the terminal; the detectron2 log of every run goes to ``OUTPUT/self_train.log``
+and to the run's own ``log.txt``.
 
 Resuming (``resume=True``) skips finished rounds; an interrupted round continues training from its
 ``last_checkpoint`` (detectron2's resume) and redoes prediction and merging, which are cheap and
@@ -31,7 +35,9 @@ import argparse
 import json
 import logging
 import os
+import re
 import shutil
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -54,14 +60,18 @@ DEFAULT_MERGE_IOU = 0.5
 
 
 def round_thresholds(rounds: int, thresholds: Sequence[float] | None = None) -> list[float]:
-    """The score threshold of each round: ``thresholds`` (default 0.7, 0.65), the last one repeated."""
-    values = list(DEFAULT_THRESHOLDS if not thresholds else thresholds)
+    """The score threshold of each round: ``thresholds``, the last one repeated for later rounds.
+
+    Without ``thresholds``, CutLER's values (0.7, then 0.65) cut to ``rounds``: one round uses 0.7.
+    An explicit list longer than ``rounds`` is refused, since some of it would be ignored.
+    """
     if rounds < 1:
         raise UserError(f"--rounds must be >= 1, got {rounds}")
+    values = list(DEFAULT_THRESHOLDS[:rounds] if not thresholds else thresholds)
     if any(not 0.0 <= t <= 1.0 for t in values):
         raise UserError(f"score thresholds must be in [0, 1], got {values}")
     if len(values) > rounds:
-        raise UserError(f"{len(values)} thresholds given for {rounds} round(s)")
+        raise UserError(f"{len(values)} thresholds given for {rounds} round(s); give at most one per round")
     return values + [values[-1]] * (rounds - len(values))
 
 
@@ -222,6 +232,32 @@ def _training_finished(folder: Path) -> bool:
         and (folder / "model_final.pth").is_file()
 
 
+_PERIODIC_CHECKPOINT = re.compile(r"model_\d+\.pth")
+
+
+def keep_final_checkpoint(folder) -> list[str]:
+    """Delete the periodic checkpoints (``model_NNNNNNN.pth``) of a finished training run in ``folder``.
+
+    They exist to resume an interrupted run; once ``model_final.pth`` is written and
+    ``last_checkpoint`` names it, only the final one is ever read again. Call it after the step
+    that used the run is marked finished. Does nothing to a run that has not finished. Returns the
+    names deleted.
+    """
+    folder = Path(folder)
+    if not _training_finished(folder):
+        return []
+    removed = sorted(p.name for p in folder.iterdir() if _PERIODIC_CHECKPOINT.fullmatch(p.name))
+    for name in removed:
+        (folder / name).unlink(missing_ok=True)
+    return removed
+
+
+def _say(message: str, *args) -> None:
+    """A progress line of the rounds: on the terminal (stderr) and in the log file."""
+    logger.info(message, *args)
+    print("[self-train] " + message % args, file=sys.stderr, flush=True)
+
+
 def self_train(config_file: str, train_json: str, image_root: str, output: str, rounds: int = 2,
                thresholds: Sequence[float] | None = None, resume: bool = False, opts: Sequence[str] = (),
                num_gpus: int = 1, num_machines: int = 1, machine_rank: int = 0, dist_url: str = "auto",
@@ -237,6 +273,11 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
     Returns:
         the ``round.json`` summary of every round, plus "skipped": True for rounds finished by an
         earlier run.
+
+    The terminal gets one line per step of each round (stderr); the full detectron2 log of every
+    training and prediction run goes to ``OUTPUT/self_train.log`` (appended on resume), and each
+    run's own ``log.txt`` stays in its folder. A finished round keeps only ``model_final.pth``
+    (:func:`keep_final_checkpoint`).
     """
     thresholds = round_thresholds(rounds, thresholds)
     if not os.path.isfile(train_json):
@@ -261,14 +302,32 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
         "merge_iou": merge_iou, "opts": list(opts), "versions": _versions(),
     }, indent=1)
 
+    from seg_suite.engine.launch import install_log_handlers, release_log_handlers
+
+    log_file = out / "self_train.log"
+    install_log_handlers("", log_file=str(log_file))
+    try:
+        print(f"[self-train] full log: {log_file}", file=sys.stderr, flush=True)
+        return _rounds(out, rounds, train_json, image_root, config_file, list(opts), thresholds, merge_iou,
+                       dataset_prefix, argparse.Namespace(num_gpus=num_gpus, num_machines=num_machines,
+                                                          machine_rank=machine_rank, dist_url=dist_url,
+                                                          log_file=str(log_file)))
+    finally:
+        release_log_handlers()
+
+
+def _rounds(out: Path, rounds: int, train_json: str, image_root: str, config_file: str, opts: list[str],
+            thresholds: list[float], merge_iou: float, dataset_prefix: str,
+            launch_args: argparse.Namespace) -> list[dict]:
     summaries, skipped = [], set()
     for k in range(1, rounds + 1):
         folder = out / f"round_{k}"
         done = folder / "round.json"
         if done.is_file():
-            logger.info("self-training round %d already finished (%s): skipped", k, done)
+            _say("round %d already finished (%s): skipped", k, done)
             summaries.append(load_json(done, "round summary"))
             skipped.add(k)
+            keep_final_checkpoint(folder)  # in case a stop came between round.json and the clean-up
             continue
         data = folder / "train.json"
         if not data.is_file():
@@ -279,10 +338,9 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
             check_coco_instances(labels, train_json)
             check_coco(labels, train_json, "pseudo-label file", check_masks=True)
             _copy(train_json, data)
-        summaries.append(_one_round(k, folder, data, image_root, config_file, list(opts), thresholds[k - 1],
-                                    merge_iou, f"{dataset_prefix}_round{k}",
-                                    argparse.Namespace(num_gpus=num_gpus, num_machines=num_machines,
-                                                       machine_rank=machine_rank, dist_url=dist_url)))
+        summaries.append(_one_round(k, folder, data, image_root, config_file, opts, thresholds[k - 1],
+                                    merge_iou, f"{dataset_prefix}_round{k}", launch_args))
+        keep_final_checkpoint(folder)
     atomic_write_json(out / "summary.json", summaries, indent=1)
     return [{**s, "skipped": s["round"] in skipped} for s in summaries]
 
@@ -299,13 +357,13 @@ def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: s
                                   eval_only=eval_only, resume=not eval_only, **vars(launch_args))
 
     if _training_finished(folder):
-        logger.info("round %d: training already finished, predicting", k)
+        _say("round %d: training already finished", k)
     else:
-        logger.info("round %d: training on %s", k, data)
+        _say("round %d: training on %s", k, data)
         _launch(args(["OUTPUT_DIR", str(folder)], eval_only=False))
 
     predict_dir = folder / "predict"
-    logger.info("round %d: predicting on the training images", k)
+    _say("round %d: predicting on the training images", k)
     agreement = _launch(args(["MODEL.WEIGHTS", str(folder / "model_final.pth"), "DATASETS.TEST", repr((name,)),
                               "OUTPUT_DIR", str(predict_dir)], eval_only=True), folder / "train_agreement.json")
     predictions = load_json(predict_dir / "inference" / name / "coco_instances_results.json", "prediction file")
@@ -326,7 +384,6 @@ def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: s
         "versions": _versions(),
     }
     atomic_write_json(folder / "round.json", summary, indent=1)
-    logger.info("round %d finished: %d annotations -> %d (%d predictions kept, %d pseudo-masks kept)",
-                k, summary["input_annotations"], counts["annotations"], counts["kept_predictions"],
-                counts["kept_pseudo_masks"])
+    _say("round %d finished: %d annotations -> %d (%d predictions kept, %d pseudo-masks kept)", k,
+         summary["input_annotations"], counts["annotations"], counts["kept_predictions"], counts["kept_pseudo_masks"])
     return summary
