@@ -28,8 +28,10 @@ def _box(y0, y1, x0, x1):
 
 def test_round_thresholds():
     assert round_thresholds(2) == [0.7, 0.65]  # CutLER's README
+    assert round_thresholds(1) == [0.7]  # the defaults fit any number of rounds
+    assert round_thresholds(3) == [0.7, 0.65, 0.65]
     assert round_thresholds(4, [0.8, 0.6]) == [0.8, 0.6, 0.6, 0.6]
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="2 thresholds given for 1 round"):
         round_thresholds(1, [0.7, 0.65])
     with pytest.raises(UserError):
         round_thresholds(2, [1.5])
@@ -166,14 +168,29 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+def _checkpoints(folder: Path) -> list:
+    return sorted(p.name for p in folder.glob("*.pth"))
+
+
 @pytest.mark.slow
-def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread):
+def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread, capsys, monkeypatch):
+    import seg_suite.engine.self_training as st
+
     out = tmp_path / "st"
     # Round 1 alone, in this process.
     [r1] = _self_train(synth, out, rounds=1)
     round1 = out / "round_1"
     for name in ("train.json", "config.yaml", "metrics.json", "model_final.pth", "round.json"):
         assert (round1 / name).is_file(), name
+    # The finished round keeps its final checkpoint only (CHECKPOINT_PERIOD 2 wrote model_0000001.pth).
+    assert _checkpoints(round1) == ["model_final.pth"]
+    # The terminal gets the round's steps; detectron2's log goes to self_train.log and log.txt, once.
+    captured = capsys.readouterr()
+    assert captured.err.count("[self-train] round 1: training on") == 1
+    assert "Starting training" not in captured.out + captured.err and "Environment info" not in captured.out
+    log = (out / "self_train.log").read_text()
+    assert log.count("Starting training from iteration 0") == 1 and log.count("Environment info") == 2
+    assert (round1 / "log.txt").read_text().count("Starting training from iteration 0") == 1
     assert (round1 / "train.json").read_bytes() == synth[0].read_bytes()
     preds = _predictions(round1)
     assert len(preds) == 6 * 16  # TEST.DETECTIONS_PER_IMAGE 16 per training image, all kept at 0.0
@@ -188,7 +205,23 @@ def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread):
         _self_train(synth, out, rounds=2)
     mtime = (round1 / "model_final.pth").stat().st_mtime_ns
 
-    # Two rounds through the CLI with --resume: round 1 is skipped, round 2 trains from round 1's model.
+    # Round 2 trains from round 1's model and is stopped after training, before it is finished:
+    # its periodic checkpoint is still there. Then, as if stopped after its checkpoint at iteration
+    # 2 (index 1), its final checkpoint is removed.
+    def stop(*args, **kwargs):
+        raise RuntimeError("stopped before merging")
+
+    monkeypatch.setattr(st, "merge_pseudo_labels", stop)
+    with pytest.raises(RuntimeError, match="stopped before merging"):
+        _self_train(synth, out, rounds=2, resume=True)
+    monkeypatch.undo()
+    round2 = out / "round_2"
+    assert not (round2 / "round.json").exists()
+    assert _checkpoints(round2) == ["model_0000001.pth", "model_final.pth"]
+    (round2 / "model_final.pth").unlink()
+    (round2 / "last_checkpoint").write_text("model_0000001.pth")
+
+    # Two rounds through the CLI with --resume: round 1 is skipped, round 2 continues its training.
     env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "seg_suite.cli", "self-train", "--config-file", CONFIG, "--input", str(synth[0]),
            "--images", str(synth[1]), "--output", str(out), "--rounds", "2", "--thresholds", *map(str, THRESHOLDS),
@@ -198,7 +231,9 @@ def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread):
     lines = [line for line in res.stdout.splitlines() if line.startswith("round ")]
     assert len(lines) == 2 and lines[0].endswith("[finished earlier: skipped]") and "skipped" not in lines[1]
     assert (round1 / "model_final.pth").stat().st_mtime_ns == mtime
-    round2 = out / "round_2"
+    assert "Starting training from iteration 2" in (round2 / "log.txt").read_text()
+    assert _checkpoints(round2) == ["model_final.pth"]
+    assert "Starting training" not in res.stdout + res.stderr and "[self-train] round 2: training on" in res.stderr
     cfg = (round2 / "config.yaml").read_text()
     assert str(round1 / "model_final.pth") in cfg and str(round2 / "train.json") in cfg
     r2 = json.loads((round2 / "round.json").read_text())
@@ -207,11 +242,6 @@ def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread):
     assert r2["annotations"] == r2["kept_predictions"] + r2["kept_pseudo_masks"]
     assert (out / "round_3" / "train.json").is_file()
     assert [s["round"] for s in json.loads((out / "summary.json").read_text())] == [1, 2]
-
-    # Round 2 interrupted after its checkpoint at iteration 2 (index 1): --resume continues there.
-    (round2 / "round.json").unlink()
-    (round2 / "model_final.pth").unlink()
-    (round2 / "last_checkpoint").write_text("model_0000001.pth")
-    _self_train(synth, out, rounds=2, resume=True)
-    assert "Starting training from iteration 2" in (round2 / "log.txt").read_text()
-    assert (round2 / "round.json").is_file() and (round2 / "model_final.pth").is_file()
+    # Every run of the three calls logged its lines once: no handler was added twice.
+    log = (out / "self_train.log").read_text()
+    assert log.count("Starting training from iteration 0") == 2 and log.count("Starting training from iteration 2") == 1

@@ -39,7 +39,7 @@ def _cpu_seconds() -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000,
-                        help="feature vectors (default: %(default)s, the issue's size)")
+                        help="feature vectors (default: %(default)s)")
     parser.add_argument("--dim", type=int, default=768, help="feature width (default: %(default)s, ViT-B)")
     parser.add_argument("--k", type=int, default=300, help="clusters (default: %(default)s, U2Seg)")
     parser.add_argument("--backend", default="torch", choices=("torch", "sklearn", "faiss"),

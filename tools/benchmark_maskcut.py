@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""Benchmark MaskCut (issue 2, section 7): per-stage seconds, images/s and peak memory of
+"""Benchmark MaskCut: per-stage seconds, images/s and peak memory of
 our pipeline against a reference-style one, and our eigensolver against the dense one.
 
     python tools/benchmark_maskcut.py                       # ViT-S/8 and ViT-B/8, CPU
     python tools/benchmark_maskcut.py --device cuda --backbones dino_vitb8
 
-Settings follow the issue: random-init weights (timing only), fixed size 480, N=3, no CRF,
+Settings: random-init weights (timing only), fixed size 480, N=3, no CRF,
 real photos from ``skimage.data`` written to PNG and decoded with ``seg_suite.io``.
 
 * "ours": sdpa attention, ``solver="auto"`` (Lanczos on the normalised affinity on CPU,
@@ -177,8 +177,8 @@ def _compare_solvers(affinities: list[np.ndarray], side: int):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbones", nargs="+", default=["dino_vits8", "dino_vitb8"],
-                    help="backbones to time, random-init (default: ViT-S/8 and ViT-B/8, issue 2 section 7)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu, as the issue's targets)")
+                    help="backbones to time, random-init (default: ViT-S/8 and ViT-B/8)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     ap.add_argument("--images", type=int, default=3, help=f"how many skimage.data photos ({', '.join(PHOTOS)}), default 3")
     ap.add_argument("--threads", type=int, default=torch_threads_default(),
                     help="torch CPU threads (default: all cores, os.cpu_count())")

@@ -2,7 +2,7 @@
 """Train-step time, peak memory and inference speed of seg_suite's Mask2Former, side by side with
 Hugging Face Transformers' ``Mask2FormerForUniversalSegmentation`` at the same sizes.
 
-Conditions (issue 3, section 4): the R50 COCO panoptic config
+Conditions: the R50 COCO panoptic config
 (configs/coco/panoptic-segmentation/maskformer2_R50_bs16_50ep.yaml: 133 classes, 100 queries,
 6 deformable encoder layers, 9 decoder layers, 12544 points), random weights, batch 2 at 256x256 and
 512x512, 5 instances per image; CPU, and GPU when one is present. Transformers is configured to the
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512],
-                        help="square image sizes (default: 256 512, the issue's conditions)")
+                        help="square image sizes (default: 256 512)")
     parser.add_argument("--steps", type=int, default=10,
                         help="timed train steps and inferences per run, after one warm-up (default: 10)")
     parser.add_argument("--repeats", type=int, default=3,

@@ -2,7 +2,7 @@
 """Seconds per image and peak memory of SAM in seg_suite: image embedding, automatic mask
 generation (``seg-suite sam-masks``) and refinement of coarse masks (``seg-suite refine``).
 
-Conditions (issue 6, section 4): ViT-B (random weights unless --sam-checkpoint is given;
+Conditions: ViT-B (random weights unless --sam-checkpoint is given;
 the encoder and decoder cost the same whatever the weights, but generation's work after the
 decoder (NMS, RLE encoding, small-region removal) grows with the number of masks that pass the
 filters. Random weights are run with the filters open, yet box NMS still collapses their
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=3, choices=(1, 2, 3), help="how many photos (default: 3)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per image and stage (default: 1)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--sam-type", default="vit_b", help="vit_b, vit_l or vit_h (default: vit_b, issue 6)")
+    parser.add_argument("--sam-type", default="vit_b", help="vit_b, vit_l or vit_h (default: vit_b, the smallest)")
     parser.add_argument("--sam-checkpoint", default=None, help="real weights (default: random init)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

@@ -186,9 +186,9 @@ PATCHES: list[tuple[str, str, str, int]] = [
      "    pass\n"
      "else:\n"
      "    from .api import *\n", 1),
-    # Upstream bug fix after 0.6: DefaultTrainer's checkpoints lacked the optimizer (and AMP
-    # scaler) state, so a resumed run restarted SGD/AdamW moments from zero. Checkpoints written
-    # before the fix have no "_trainer" entry and still load.
+    # Upstream's fix after 0.6: without it DefaultTrainer's checkpoints lack the optimizer (and AMP
+    # scaler) state, so a resumed run restarts SGD/AdamW moments from zero. Checkpoints of an
+    # unpatched detectron2 have no "_trainer" entry and still load.
     ("detectron2/engine/defaults.py",
      "    def run_step(self):\n"
      "        self._trainer.iter = self.iter\n"

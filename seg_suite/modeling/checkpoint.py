@@ -14,7 +14,7 @@ Remote paths (``detectron2://``, ``http(s)://``) cannot be downloaded here; they
 Resuming (``resume_or_load(..., resume=True)``) starts from the newest checkpoint in the output
 folder that loads: the file named by ``last_checkpoint``, then ``model_final.pth``, then
 ``model_NNNNNNN.pth`` from the highest iteration down. A damaged file (truncated by a kill in the
-middle of a save written before saves were atomic, zeroed by a full disk) is skipped with one
+middle of a non-atomic save, e.g. by another tool, zeroed by a full disk) is skipped with one
 warning line naming it; training then continues from the older state and overwrites it.
 """
 

@@ -64,7 +64,7 @@ def _level_inputs(value, grids, weights, shapes, level):
 
     Points go before queries so that the samples come out as (N*M, D, P, Lq): every product and
     sum over points then runs along rows of Lq contiguous values. With the points last (rows of
-    P = 4), the broadcast products of the backward were 1.4-3.5x slower in CPU micro-benchmarks.
+    P = 4), the broadcast products of the backward are 1.4-3.5x slower in CPU micro-benchmarks.
     """
     n, _, heads, dim = value.shape
     n_queries, n_points = grids.shape[1], grids.shape[4]
