@@ -150,7 +150,8 @@ def stage_maskcut(out: Path, p: dict) -> dict:
 
 def stage_cluster(out: Path, p: dict) -> dict:
     from seg_suite.io.files import atomic_write
-    from seg_suite.pseudo.cluster import assign_clusters, extract_mask_features, load_coco, load_features
+    from seg_suite.io.coco import read_coco
+    from seg_suite.pseudo.cluster import assign_clusters, extract_mask_features, load_features
     from seg_suite.pseudo.kmeans import MaskClusterer
 
     folder = _stage_dir(out, "cluster")
@@ -166,7 +167,7 @@ def stage_cluster(out: Path, p: dict) -> dict:
     labels = clusterer.predict(feats)
     with atomic_write(folder / "train.centroids.npy", "wb") as fh:
         np.save(fh, clusterer.cluster_centers_)
-    coco = assign_clusters(load_coco(masks), ann_ids, labels, clusterer.n_clusters,
+    coco = assign_clusters(read_coco(masks), ann_ids, labels, clusterer.n_clusters,
                            {"features": index_doc["info"]["params"], "kmeans": clusterer.get_params()})
     atomic_write_json(folder / "train.json", coco)
     return {"clustered": str(folder / "train.json"),
@@ -281,13 +282,13 @@ def stage_evaluate(out: Path, p: dict) -> dict:
     from seg_suite.data.synthetic import SYNTHETIC_CATEGORIES
     from seg_suite.evaluation import unsupervised as U
     from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic
-    from seg_suite.pseudo.cluster import load_coco
+    from seg_suite.io.coco import read_coco
 
     data, pred = out / "data", out / "predict"
     sep = U.FitSplit("separate", description="the train split (disjoint from the scored val split)")
     res = {}
-    res["class_agnostic"] = evaluate_class_agnostic(load_coco(pred / "val" / "instances.json"),
-                                                    load_coco(data / "annotations" / "instances_val.json"))
+    res["class_agnostic"] = evaluate_class_agnostic(read_coco(pred / "val" / "instances.json"),
+                                                    read_coco(data / "annotations" / "instances_val.json"))
     res["semantic"] = U.evaluate_semantic(pred / "val" / "semantic", data / "semantic" / "val",
                                           num_clusters=p["num_things"] + p["num_stuff"], num_classes=len(SYNTHETIC_CATEGORIES),
                                           protocol="hungarian", fit=sep, fit_pred_dir=pred / "train" / "semantic",
@@ -298,8 +299,8 @@ def stage_evaluate(out: Path, p: dict) -> dict:
                                           fit_gt_json=data / "annotations" / "panoptic_train.json",
                                           fit_gt_dir=data / "panoptic" / "train")
     # The pseudo-masks themselves (train images: MaskCut ran there), for comparison with the model.
-    res["pseudo_class_agnostic"] = evaluate_class_agnostic(load_coco(out / "maskcut" / "train.json"),
-                                                           load_coco(data / "annotations" / "instances_train.json"))
+    res["pseudo_class_agnostic"] = evaluate_class_agnostic(read_coco(out / "maskcut" / "train.json"),
+                                                           read_coco(data / "annotations" / "instances_train.json"))
     summary = summary_table_values(res)
     atomic_write_json(_stage_dir(out, "evaluate") / "results.json", res, indent=1)
     return {"results": str(_stage_dir(out, "evaluate") / "results.json"), "summary": summary}

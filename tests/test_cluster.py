@@ -95,7 +95,8 @@ def test_mask_features_rows_norms_and_oracle(tmp_path, write_image, mode):
     import torch.nn.functional as F
 
     from seg_suite.features import build_extractor
-    from seg_suite.pseudo.cluster import extract_mask_features, load_features, parts_dir
+    from seg_suite.pseudo.cluster import extract_mask_features, load_features
+    from seg_suite.pseudo.feature_job import parts_dir
 
     path, coco = _tiny_coco(tmp_path, write_image)
     out = tmp_path / "f.json"
@@ -139,7 +140,8 @@ def _interrupt_at(monkeypatch, key):
 
 
 def test_feature_extraction_resumes_to_the_same_result(tmp_path, write_image, monkeypatch):
-    from seg_suite.pseudo.cluster import MaskFeatureJob, image_items, load_features
+    from seg_suite.pseudo.cluster import MaskFeatureJob, load_features
+    from seg_suite.pseudo.inputs import image_items
     from seg_suite.pseudo.runner import run_job
 
     path, coco = _tiny_coco(tmp_path, write_image)
@@ -160,7 +162,8 @@ def test_feature_extraction_resumes_to_the_same_result(tmp_path, write_image, mo
 
 
 def test_changed_annotation_file_is_refused_on_resume(tmp_path, write_image, monkeypatch):
-    from seg_suite.pseudo.cluster import MaskFeatureJob, image_items
+    from seg_suite.pseudo.cluster import MaskFeatureJob
+    from seg_suite.pseudo.inputs import image_items
     from seg_suite.pseudo.runner import run_job
 
     path, coco = _tiny_coco(tmp_path, write_image)
@@ -207,7 +210,8 @@ def test_cli_cluster_recovers_synthetic_shape_classes(synthetic_dataset, tmp_pat
 
 
 def test_sharded_extraction_merges_to_the_unsharded_result(tmp_path, write_image):
-    from seg_suite.pseudo.cluster import MaskFeatureJob, image_items, load_features
+    from seg_suite.pseudo.cluster import MaskFeatureJob, load_features
+    from seg_suite.pseudo.inputs import image_items
     from seg_suite.pseudo.runner import ShardSpec, merge_outputs, run_job, shard_output_path
 
     path, coco = _tiny_coco(tmp_path, write_image)

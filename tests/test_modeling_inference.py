@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
+from seg_suite.io.masks import masks_to_boxes
 from seg_suite.modeling.inference import (
     instance_inference,
-    masks_to_boxes,
     panoptic_inference,
     semantic_inference,
 )

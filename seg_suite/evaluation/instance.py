@@ -11,7 +11,7 @@ from __future__ import annotations
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes
 
-from seg_suite.modeling.inference import masks_to_boxes
+from seg_suite.io.masks import masks_to_boxes
 
 
 class InstanceEvaluator(COCOEvaluator):

@@ -54,3 +54,12 @@ def build_extractor(
     else:
         load_weights(model, weights)
     return model.to(dev).eval()
+
+
+def backbone_patch_size(name: str) -> int:
+    """Patch size in pixels of the extractor :func:`build_extractor` gives for ``name``, without building it."""
+    if name == HANDCRAFTED:
+        return HandcraftedExtractor().patch_size
+    if name not in BACKBONES:
+        raise UserError(f"unknown backbone '{name}'; choose from {', '.join(sorted(BACKBONES))}, {HANDCRAFTED}")
+    return BACKBONES[name].patch_size

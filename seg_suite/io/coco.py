@@ -26,9 +26,11 @@ import os
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from seg_suite.errors import UserError
 from seg_suite.io.files import load_json
-from seg_suite.io.masks import MAX_MASK_PIXELS, MaskFormatError, check_segmentation
+from seg_suite.io.masks import MAX_MASK_PIXELS, MaskFormatError, check_segmentation, rle_to_mask
 from seg_suite.io.paths import PathEscapeError, safe_relative
 
 
@@ -107,6 +109,37 @@ def read_coco(path: str | os.PathLike, what: str = "annotation file", *, check_m
               max_pixels: int = MAX_MASK_PIXELS) -> dict:
     """Load and validate a COCO instance file; one-line :class:`UserError` for anything wrong."""
     return check_coco(load_json(path, what), path, what, check_masks=check_masks, max_pixels=max_pixels)
+
+
+def annotations_by_file(coco: dict) -> dict[str, list[dict]]:
+    """file_name -> that image's annotations, each with the image's height/width attached as ``_h``/``_w``
+    (None where the image does not give them)."""
+    by_id = {im["id"]: im for im in coco["images"]}
+    out: dict[str, list[dict]] = {im["file_name"]: [] for im in coco["images"]}
+    for ann in coco["annotations"]:
+        im = by_id.get(ann["image_id"])
+        if im is None:
+            continue
+        out[im["file_name"]].append({**ann, "_h": im.get("height"), "_w": im.get("width")})
+    return out
+
+
+def decode_image_masks(key: str, anns: list[dict], h: int, w: int) -> list[np.ndarray]:
+    """The masks of one image's annotations (from :func:`annotations_by_file`) at its true size ``h`` x ``w``.
+
+    :class:`MaskFormatError` with the reason for an annotation recorded for another image size, or
+    a segmentation that cannot be decoded safely; ``key`` names the image in that message.
+    """
+    masks = []
+    for ann in anns:
+        if ann["_h"] is not None and (ann["_h"], ann["_w"]) != (h, w):
+            raise MaskFormatError(f"annotation {ann.get('id')} is for a {ann['_w']}x{ann['_h']} image, "
+                                  f"the file is {w}x{h}")
+        try:
+            masks.append(rle_to_mask(ann.get("segmentation"), h, w))
+        except MaskFormatError as err:
+            raise MaskFormatError(f"annotation {ann.get('id')} of {key}: {err}") from None
+    return masks
 
 
 def check_results(results: Any, path: str | os.PathLike, image_ids=None, what: str = "prediction file") -> list:

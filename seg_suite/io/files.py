@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -139,6 +140,30 @@ def atomic_write_png(path: str | os.PathLike, array: np.ndarray) -> None:
 
     with atomic_write(path, "wb") as fh:
         Image.fromarray(np.ascontiguousarray(array)).save(fh, format="PNG")
+
+
+def atomic_write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """Write ``array`` as a ``.npy`` file atomically (the folder is created if needed)."""
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, array)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``chunk``-sized blocks so large checkpoints stay out of RAM."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def png_name(file_name: str) -> str:
+    """The PNG that belongs to an image ``file_name``: same relative path, ``.png`` suffix (POSIX form).
+
+    Label maps written per image (stuff maps, panoptic and semantic PNGs) are named this way, so an
+    image and its maps pair up by name across folders.
+    """
+    return str(Path(file_name).with_suffix(".png").as_posix())
 
 
 def load_json(path: str | os.PathLike, what: str = "JSON file") -> Any:

@@ -161,6 +161,27 @@ def mask_to_bbox(mask: np.ndarray) -> list[float]:
     return [float(xs[0]), float(ys[0]), float(xs[-1] - xs[0] + 1), float(ys[-1] - ys[0] + 1)]
 
 
+def masks_to_boxes(masks):
+    """Tight boxes (x1, y1, x2, y2) of (N, H, W) boolean torch masks, x2/y2 exclusive; empty -> zeros.
+
+    The convention of detectron2's ``BitMasks.get_bounding_boxes``. torch is imported here, not at
+    module level, so the numpy-only users of this module never load it.
+    """
+    import torch
+
+    n, h, w = masks.shape
+    if n == 0:
+        return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
+    cols = masks.any(1)  # (N, W)
+    rows = masks.any(2)  # (N, H)
+    x1 = cols.int().argmax(1)
+    x2 = w - cols.flip(1).int().argmax(1)
+    y1 = rows.int().argmax(1)
+    y2 = h - rows.flip(1).int().argmax(1)
+    boxes = torch.stack([x1, y1, x2, y2], 1).float()
+    return boxes * cols.any(1, keepdim=True)
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of two boolean masks of the same shape (0 when both are empty)."""
     inter = np.count_nonzero(a & b)

@@ -13,26 +13,13 @@ from typing import Dict, List, Optional, Set, Tuple
 import torch
 from torch.nn import functional as F
 
+from seg_suite.io.masks import masks_to_boxes  # lives in io so evaluation needs no modeling import
+
 
 def semantic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
     """Per-pixel class scores sum_q p(class | q) * sigmoid(mask_q): (K, H, W)."""
     probs = F.softmax(mask_cls, dim=-1)[..., :-1]
     return torch.einsum("qc,qhw->chw", probs, mask_pred.sigmoid())
-
-
-def masks_to_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """Tight boxes (x1, y1, x2, y2) of (N, H, W) boolean masks, x2/y2 exclusive; empty -> zeros."""
-    n, h, w = masks.shape
-    if n == 0:
-        return torch.zeros(0, 4, dtype=torch.float32, device=masks.device)
-    cols = masks.any(1)  # (N, W)
-    rows = masks.any(2)  # (N, H)
-    x1 = cols.int().argmax(1)
-    x2 = w - cols.flip(1).int().argmax(1)
-    y1 = rows.int().argmax(1)
-    y2 = h - rows.flip(1).int().argmax(1)
-    boxes = torch.stack([x1, y1, x2, y2], 1).float()
-    return boxes * cols.any(1, keepdim=True)
 
 
 def panoptic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor, num_classes: int,

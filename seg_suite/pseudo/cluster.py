@@ -27,7 +27,6 @@ RAM then stays bounded by one image's masks, and the clustering reads the file i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -36,12 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.coco import read_coco
-from seg_suite.io.files import atomic_write_json
+from seg_suite.io.coco import annotations_by_file, decode_image_masks, read_coco
+from seg_suite.io.files import atomic_write_json, atomic_write_npy, file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
-from seg_suite.io.masks import MaskFormatError, mask_to_bbox, rle_to_mask
-from seg_suite.pseudo.inputs import WorkItem, named_items
-from seg_suite.pseudo.jobs import ItemError, Job
+from seg_suite.io.masks import MaskFormatError, mask_to_bbox
+from seg_suite.pseudo.feature_job import BackboneJob, parts_dir, resize_to_grid, save_part, write_feature_parts
+from seg_suite.pseudo.inputs import WorkItem, image_items
+from seg_suite.pseudo.jobs import ItemError
 from seg_suite.pseudo.kmeans import DEFAULT_N_CLUSTERS, MaskClusterer  # noqa: F401 - re-exported
 
 FEATURE_MODES = ("auto", "crop_cls", "pooled")
@@ -50,18 +50,6 @@ MASKS_PER_FORWARD = 32  # crops per backbone call: bounds memory on images with 
 
 
 # ------------------------------------------------------------------------ helpers
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# Every COCO file is read through the one checked reader; the old name stays importable.
-load_coco = read_coco
-
-
 def check_mask_file(coco: dict, path: str | os.PathLike) -> dict:
     """Refuse (one line) a COCO file whose annotations cannot each get a feature: an id and a segmentation."""
     for ann in coco["annotations"]:
@@ -69,117 +57,6 @@ def check_mask_file(coco: dict, path: str | os.PathLike) -> dict:
             raise UserError(f"{path}: annotation {ann.get('id')} of image {ann['image_id']} lacks an 'id' or a "
                             f"'segmentation'; every mask needs both to be clustered")
     return coco
-
-
-def image_items(coco: dict, image_root: str | os.PathLike) -> list[WorkItem]:
-    """One runner work item per image of ``coco``: key = ``file_name``, path under ``image_root``
-    (a name that leaves the root fails its item, :func:`seg_suite.pseudo.inputs.named_items`)."""
-    if not coco["images"]:
-        raise UserError("the annotation file lists no images")
-    return named_items((im["file_name"] for im in coco["images"]), image_root)
-
-
-def annotations_by_file(coco: dict) -> dict[str, list[dict]]:
-    """file_name -> that image's annotations (with the image's height/width attached, None if not given)."""
-    by_id = {im["id"]: im for im in coco["images"]}
-    out: dict[str, list[dict]] = {im["file_name"]: [] for im in coco["images"]}
-    for ann in coco["annotations"]:
-        im = by_id.get(ann["image_id"])
-        if im is None:
-            continue
-        out[im["file_name"]].append({**ann, "_h": im.get("height"), "_w": im.get("width")})
-    return out
-
-
-def decode_item_masks(key: str, anns: list[dict], h: int, w: int) -> list[np.ndarray]:
-    """The masks of one image's annotations at its true size ``h`` x ``w``; ItemError with the reason
-    for an annotation of another size or a segmentation that cannot be decoded safely."""
-    masks = []
-    for ann in anns:
-        if ann["_h"] is not None and (ann["_h"], ann["_w"]) != (h, w):
-            raise ItemError(f"annotation {ann.get('id')} is for a {ann['_w']}x{ann['_h']} image, the file is {w}x{h}")
-        try:
-            masks.append(rle_to_mask(ann.get("segmentation"), h, w))
-        except MaskFormatError as err:
-            raise ItemError(f"annotation {ann.get('id')} of {key}: {err}") from None
-    return masks
-
-
-class BackboneJob(Job):
-    """Shared set-up of the jobs that run a feature backbone over images (clustering, stuff maps).
-
-    Records the backbone and the checkpoint's SHA-256 in ``params`` (as MaskCut does), builds
-    the extractor lazily in the main process only.
-    """
-
-    heavy_attrs = ("extractor",)
-
-    def __init__(self, backbone: str, weights=None, device: str = "cpu", random_init: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
-        from seg_suite.pseudo.maskcut_job import backbone_patch_size
-
-        self.backbone = backbone
-        self.weights = None if weights is None else Path(weights)
-        self.device = device
-        self.random_init = random_init
-        self.max_pixels = int(max_pixels)
-        self.patch_size = backbone_patch_size(backbone)
-        self.extractor = None
-        self._weights_record = None
-
-    def _resolve_weights(self) -> None:
-        from seg_suite.features import BACKBONES
-        from seg_suite.features.weights import resolve_weights
-
-        if self.weights is None and self.backbone in BACKBONES and not self.random_init:
-            self.weights = resolve_weights(BACKBONES[self.backbone])  # MissingWeightsError if absent
-
-    def weights_record(self):
-        from seg_suite.features import HANDCRAFTED
-
-        if self.random_init:
-            return "random-init"
-        if self.backbone == HANDCRAFTED:
-            return None
-        if self._weights_record is None:
-            self._resolve_weights()
-            self._weights_record = {"file": self.weights.name, "sha256": file_sha256(self.weights)}
-        return self._weights_record
-
-    def load(self):
-        """Build the extractor now, so a missing checkpoint fails before any work."""
-        if self.extractor is None:
-            from seg_suite.features import build_extractor
-
-            self._resolve_weights()
-            self.extractor = build_extractor(self.backbone, weights=self.weights, device=self.device,
-                                             random_init=self.random_init)
-        return self
-
-    def runtime_info(self) -> dict:
-        return {"device": str(self.device), "backbone": self.backbone}
-
-    def features(self, images, facet: str):
-        """uint8 [B,3,H,W] tensor -> facet features on the extractor's device (no grad)."""
-        import torch
-
-        with torch.inference_mode():
-            x = self.extractor.normalize(images.to(self.extractor.device))
-            return self.extractor(x, facets=(facet,))[facet]
-
-
-def resize_to_grid(image: np.ndarray, longer_side: int, patch: int):
-    """HxWx3 uint8 -> uint8 [1,3,h,w] tensor, longer side ~``longer_side``, sides multiples of ``patch``."""
-    import torch
-    import torch.nn.functional as F
-
-    h, w = image.shape[:2]
-    scale = longer_side / max(h, w)
-    th = max(patch, int(round(h * scale / patch)) * patch)
-    tw = max(patch, int(round(w * scale / patch)) * patch)
-    x = torch.tensor(image).permute(2, 0, 1)[None].float()  # a copy: loaded images may be read-only
-    x = F.interpolate(x, size=(th, tw), mode="bilinear", align_corners=False, antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8)
 
 
 def resolve_mode(mode: str, backbone: str) -> str:
@@ -192,20 +69,6 @@ def resolve_mode(mode: str, backbone: str) -> str:
     if mode == "auto":
         return "pooled" if backbone == HANDCRAFTED else "crop_cls"
     return mode
-
-
-def _part_name(key: str) -> str:
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()[:20] + ".npy"
-
-
-def parts_dir(output: str | os.PathLike) -> Path:
-    """``<stem>.parts/`` beside the final output, where per-image feature rows wait for the final write."""
-    output = Path(output)
-    return output.with_name(output.stem + ".parts")
-
-
-def features_npy(output: str | os.PathLike) -> Path:
-    return Path(output).with_suffix(".npy")
 
 
 # ---------------------------------------------------------------------- the job
@@ -251,15 +114,19 @@ class MaskFeatureJob(BackboneJob):
 
     def _annotations_for(self, key: str) -> list[dict]:
         if self._index is None:  # loaded lazily: in each DataLoader worker, never pickled
-            self._index = annotations_by_file(load_coco(self.annotations))
+            self._index = annotations_by_file(read_coco(self.annotations))
         return self._index.get(key, [])
 
     def prepare(self, item: WorkItem):
         anns = self._annotations_for(item.key)
         image = load_image(item.path, max_pixels=self.max_pixels)
         h, w = image.shape[:2]
+        try:
+            decoded = decode_image_masks(item.key, anns, h, w)
+        except MaskFormatError as err:
+            raise ItemError(str(err)) from None
         masks, ids = [], []
-        for ann, mask in zip(anns, decode_item_masks(item.key, anns, h, w)):
+        for ann, mask in zip(anns, decoded):
             if mask.any():  # an empty mask has no feature; it is left out (and unclustered)
                 masks.append(mask)
                 ids.append(int(ann["id"]))
@@ -270,10 +137,8 @@ class MaskFeatureJob(BackboneJob):
         records = []
         for key, image, masks, ids in batch:
             feats = self._crop_cls(image, masks) if self.mode == "crop_cls" else self._pooled(image, masks)
-            part = _part_name(key)
-            if ids:
-                _atomic_save(parts_dir(self.output) / part, feats)
-            records.append({"ann_ids": ids, "part": part if ids else None, "dim": int(feats.shape[1])})
+            part = save_part(self.output, key, feats) if ids else None
+            records.append({"ann_ids": ids, "part": part, "dim": int(feats.shape[1])})
         return records
 
     def _crop_cls(self, image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
@@ -323,45 +188,6 @@ class MaskFeatureJob(BackboneJob):
 
     def write_output(self, path: Path, final: dict) -> None:
         write_feature_parts(path, final, parts_dir(self.output or path))
-
-
-def write_feature_parts(path: Path, final: dict, src: Path) -> None:
-    """Assemble ``final["parts"]`` ([[file, rows], ...] in ``src``) into ONE ``<stem>.npy`` [N, dim]
-    float32 (written atomically, memory-mapped so RAM stays bounded), then the index ``path``
-    (``final`` plus ``features`` = the .npy name and ``num_rows``)."""
-    npy = features_npy(path)
-    rows = sum(count for _, count in final["parts"])
-    final = dict(final, features=npy.name, num_rows=rows)
-    tmp = npy.with_name(f".{npy.name}.{os.getpid()}.tmp")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, final["dim"]))
-    row = 0
-    try:
-        for part, count in final["parts"]:
-            try:
-                block = np.load(src / part)
-            except OSError:
-                raise UserError(f"feature part {src / part} is missing (was {src} deleted?); delete the output "
-                                f"and its journal and run again") from None
-            if block.shape != (count, final["dim"]):
-                raise UserError(f"feature part {src / part} has shape {block.shape}, expected {(count, final['dim'])}")
-            arr[row:row + count] = block
-            row += count
-        arr.flush()
-    except BaseException:
-        del arr
-        tmp.unlink(missing_ok=True)
-        raise
-    del arr
-    os.replace(tmp, npy)
-    atomic_write_json(path, final)
-
-
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    from seg_suite.io.files import atomic_write
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, "wb") as fh:
-        np.save(fh, np.ascontiguousarray(array, dtype=np.float32))
 
 
 # ------------------------------------------------------------------ dataset level
@@ -429,8 +255,6 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
     written but the features, when no image could be read), or None for a shard of a sharded run
     (merge the feature shards, then call again with ``resume=True``).
     """
-    from seg_suite.io.files import atomic_write
-
     out = Path(output)
     feat_index = out.with_name(out.stem + ".features.json")
     summary = extract_mask_features(annotations, image_root, feat_index, backbone=backbone, mode=mode,
@@ -453,10 +277,9 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
     labels = clusterer.predict(feats)
     info = {"features": index["info"]["params"], "kmeans": clusterer.get_params(),
             "centroids": centroids.name if fit else "given"}
-    coco = assign_clusters(load_coco(annotations), ann_ids, labels, clusterer.n_clusters, info)
+    coco = assign_clusters(read_coco(annotations), ann_ids, labels, clusterer.n_clusters, info)
     if fit:
-        with atomic_write(centroids, "wb") as fh:
-            np.save(fh, clusterer.cluster_centers_)
+        atomic_write_npy(centroids, clusterer.cluster_centers_)
     atomic_write_json(out, coco)
     sizes = np.bincount(labels, minlength=clusterer.n_clusters)
     return {"features": summary, "clustered": True, "num_masks": int(len(labels)), "num_clusters": clusterer.n_clusters,

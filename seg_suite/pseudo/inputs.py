@@ -166,3 +166,14 @@ def named_items(names, root: str | os.PathLike, what: str = "file_name") -> list
         except PathEscapeError as err:
             items[name] = WorkItem(name, str(name), error=str(err))
     return sorted(items.values())
+
+
+def image_items(coco: dict, image_root: str | os.PathLike) -> list[WorkItem]:
+    """One work item per image of a (checked) COCO file: key = ``file_name``, path under ``image_root``.
+
+    A name that leaves the root fails its item (:func:`named_items`); a file with no images at all
+    is a UserError, since there would be nothing to do.
+    """
+    if not coco["images"]:
+        raise UserError("the annotation file lists no images")
+    return named_items((im["file_name"] for im in coco["images"]), image_root)

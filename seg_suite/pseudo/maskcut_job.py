@@ -11,36 +11,16 @@ input root, for flat and nested folders alike.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from seg_suite.features.backbones import DEFAULT_BACKBONE  # dino_vitb8, as CutLER runs MaskCut
+from seg_suite.features.factory import backbone_patch_size
+from seg_suite.io.files import file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.jobs import CocoMaskJob, ItemError
 from seg_suite.pseudo.maskcut import MaskCutParams, maskcut_batch
-from seg_suite.pseudo.runner import CocoMaskJob, ItemError
-
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def backbone_patch_size(backbone: str) -> int:
-    from seg_suite.features import BACKBONES, HANDCRAFTED, HandcraftedExtractor
-
-    if backbone == HANDCRAFTED:
-        return HandcraftedExtractor().patch_size
-    if backbone not in BACKBONES:
-        from seg_suite.errors import UserError
-
-        raise UserError(f"unknown backbone '{backbone}'; choose from {', '.join(sorted(BACKBONES))}, {HANDCRAFTED}")
-    return BACKBONES[backbone].patch_size
 
 
 class MaskCutJob(CocoMaskJob):

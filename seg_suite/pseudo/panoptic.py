@@ -36,11 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write_json, atomic_write_png
-from seg_suite.io.masks import mask_to_bbox, mask_to_rle
+from seg_suite.io.coco import annotations_by_file, decode_image_masks, read_coco
+from seg_suite.io.files import atomic_write_json, atomic_write_png, file_sha256
+from seg_suite.io.files import png_name  # noqa: F401 - still importable from here (seg_suite.predictor)
+from seg_suite.io.masks import MaskFormatError, mask_to_bbox, mask_to_rle
 from seg_suite.io.paths import PathEscapeError, output_path_under, resolve_under, safe_relative
-from seg_suite.pseudo.cluster import annotations_by_file, decode_item_masks, file_sha256, load_coco
-from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.inputs import WorkItem, image_items
 from seg_suite.pseudo.jobs import ItemError, Job
 
 MAX_STUFF_OVERLAP = 0.7  # U2Seg generate_pseudo_panoptic.py: skip a stuff cluster > 70% under instances
@@ -128,10 +129,6 @@ def semantic_from_panoptic(ids: np.ndarray, segments: list[dict], num_categories
     return lut[ids].astype(dtype)
 
 
-def png_name(file_name: str) -> str:
-    return str(Path(file_name).with_suffix(".png").as_posix())
-
-
 class PanopticJob(Job):
     """Panoptic pseudo-labels for every image of a clustered instance file (see the module docstring).
 
@@ -160,7 +157,7 @@ class PanopticJob(Job):
         if self.stuff_dir is not None and not self.stuff_dir.is_dir():
             raise UserError(f"stuff map folder not found: {self.stuff_dir}")
         if num_things is None:
-            num_things = max([c["id"] for c in load_coco(self.instances).get("categories", [])], default=0)
+            num_things = max([c["id"] for c in read_coco(self.instances).get("categories", [])], default=0)
         self.num_things = int(num_things)
         if self.num_things < 1:
             raise UserError(f"{instances} lists no categories; cluster it first (seg-suite cluster)")
@@ -181,7 +178,7 @@ class PanopticJob(Job):
 
     def prepare(self, item: WorkItem):
         if self._index is None:
-            self._index = annotations_by_file(load_coco(self.instances))
+            self._index = annotations_by_file(read_coco(self.instances))
         anns = self._index.get(item.key, [])
         if not anns and item.key not in self._index:
             raise ItemError(f"{item.key} is not in {self.instances}")
@@ -200,8 +197,12 @@ class PanopticJob(Job):
                 w, h = im.size
         except (OSError, Image.DecompressionBombError) as err:
             raise ItemError(f"cannot read image {path} ({err})") from None
+        try:
+            decoded = decode_image_masks(item.key, anns, h, w)
+        except MaskFormatError as err:
+            raise ItemError(str(err)) from None
         instances = []
-        for ann, mask in zip(anns, decode_item_masks(item.key, anns, h, w)):
+        for ann, mask in zip(anns, decoded):
             cat = ann.get("category_id")
             if not (isinstance(cat, int) and not isinstance(cat, bool) and 1 <= cat <= self.num_things):
                 raise ItemError(f"annotation {ann.get('id')} has category {ann.get('category_id')!r}, not a "
@@ -281,12 +282,11 @@ def make_panoptic_pseudo_labels(instances, image_root, root, split: str = "train
                                 num_stuff: int = 27, num_things: int | None = None,
                                 max_overlap: float = MAX_STUFF_OVERLAP, link: bool = True, **run_kwargs):
     """Run :class:`PanopticJob` through the runner over the images of ``instances``; returns the summary."""
-    from seg_suite.pseudo.cluster import image_items
     from seg_suite.pseudo.runner import run_job
 
     job = PanopticJob(instances, root, split, num_stuff, stuff_dir=stuff_dir, num_things=num_things,
                       max_overlap=max_overlap)
-    summary = run_job(job, image_items(load_coco(instances), image_root), panoptic_output(root, split), **run_kwargs)
+    summary = run_job(job, image_items(read_coco(instances), image_root), panoptic_output(root, split), **run_kwargs)
     if link:
         link_images(root, split, image_root)
     return summary

@@ -19,7 +19,7 @@ import numpy as np
 
 from seg_suite.errors import UserError
 from seg_suite.io.coco import check_coco
-from seg_suite.io.files import load_json
+from seg_suite.io.files import file_sha256, load_json
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
 from seg_suite.pseudo.inputs import WorkItem, named_items
@@ -27,12 +27,6 @@ from seg_suite.pseudo.jobs import CocoMaskJob, ItemError, Job
 from seg_suite.pseudo.sam import (SAM_TYPES, SamArch, SamGeneratorParams, generate_masks, get_arch, load_sam,
                                   make_generator, resolve_sam_checkpoint)
 from seg_suite.pseudo.sam_refine import RefineParams, refine_masks
-
-
-def _file_sha256(path: Path) -> str:
-    from seg_suite.pseudo.maskcut_job import file_sha256  # one implementation of the digest
-
-    return file_sha256(path)
 
 
 class _SamModelMixin:
@@ -49,7 +43,7 @@ class _SamModelMixin:
     def _sam_params(self) -> dict:
         if self._weights_record is None and not self.random_init:
             self.checkpoint = resolve_sam_checkpoint(self.arch, self.checkpoint)  # MissingWeightsError if absent
-            self._weights_record = {"file": self.checkpoint.name, "sha256": _file_sha256(self.checkpoint)}
+            self._weights_record = {"file": self.checkpoint.name, "sha256": file_sha256(self.checkpoint)}
         arch = self.arch.name if self.arch.name in SAM_TYPES else self.arch.to_dict()
         return {"type": arch, "weights": "random-init" if self.random_init else self._weights_record}
 
@@ -187,7 +181,7 @@ class SamRefineJob(_SamModelMixin, Job):
             by_id[ann["image_id"]][1].append(ann)
         self.coco_index = {image["file_name"]: (image, anns) for image, anns in by_id.values()}
         self.categories = coco.get("categories") or self.categories
-        self.input_record = {"file": path.name, "sha256": _file_sha256(path)}
+        self.input_record = {"file": path.name, "sha256": file_sha256(path)}
 
     def items(self, image_root: str | os.PathLike) -> list[WorkItem]:
         """One work item per image of the input file; key = its ``file_name``, path under ``image_root``

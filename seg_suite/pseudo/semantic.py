@@ -26,14 +26,12 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write_png
+from seg_suite.io.files import atomic_write_npy, atomic_write_png, file_sha256, png_name
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.paths import PathEscapeError, output_path_under
-from seg_suite.pseudo.cluster import (BackboneJob, _atomic_save, _part_name, file_sha256, parts_dir,
-                                      resize_to_grid, write_feature_parts)
+from seg_suite.pseudo.feature_job import BackboneJob, parts_dir, resize_to_grid, save_part, write_feature_parts
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import ItemError
-from seg_suite.pseudo.panoptic import png_name
 
 DEFAULT_NUM_STUFF = 27  # STEGO / U2Seg: COCO-Stuff-27
 DEFAULT_INPUT_SIZE = 320  # STEGO src/configs/eval_config.yml "res: 320"
@@ -107,8 +105,7 @@ class PatchSampleJob(_GridJob):
             flat = g.reshape(-1, g.shape[-1]).numpy()
             rng = np.random.default_rng(_item_seed(self.seed, key))
             take = np.sort(rng.choice(len(flat), min(self.samples_per_image, len(flat)), replace=False))
-            part = _part_name(key)
-            _atomic_save(parts_dir(self.output) / part, flat[take])
+            part = save_part(self.output, key, flat[take])
             records.append({"part": part, "rows": int(len(take)), "dim": int(flat.shape[1])})
         return records
 
@@ -242,7 +239,6 @@ def make_stuff_pseudo_labels(items, out_dir, clusterer=None, *, backbone: str, c
     Returns pass 2's :class:`RunSummary`, or None for a shard of pass 1 (merge the sample shards into
     ``OUT_DIR/samples.json``, then call again with ``resume=True``).
     """
-    from seg_suite.io.files import atomic_write
     from seg_suite.pseudo.runner import run_job
 
     out = Path(out_dir)
@@ -267,8 +263,7 @@ def make_stuff_pseudo_labels(items, out_dir, clusterer=None, *, backbone: str, c
         run_job(job, items, samples, **run_kwargs)
         if shard is not None and shard.num_shards > 1 and not samples.exists():
             return None
-        with atomic_write(fitted, "wb") as fh:
-            np.save(fh, fit_stuff_centroids(samples, clusterer))
+        atomic_write_npy(fitted, fit_stuff_centroids(samples, clusterer))
         import shutil
 
         shutil.rmtree(parts_dir(samples), ignore_errors=True)

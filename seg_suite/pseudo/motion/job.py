@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seg_suite.io.files import atomic_write, atomic_write_png
+from seg_suite.io.files import atomic_write, atomic_write_png, file_sha256
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError
 from seg_suite.pseudo.motion.flow import build_flow
@@ -150,7 +150,7 @@ class RCFMasksJob(MotionMasksJob):
         return cls("", params["min_area"], checkpoint_sha256=params["rcf_checkpoint_sha256"])
 
     def load(self) -> "RCFMasksJob":
-        from seg_suite.pseudo.motion.rcf_train import load_checkpoint
+        from seg_suite.pseudo.motion.rcf_segmenter import load_checkpoint
 
         self._model = load_checkpoint(self.checkpoint, self.device)
         return self
@@ -158,7 +158,7 @@ class RCFMasksJob(MotionMasksJob):
     def frame_masks(self, seq: Sequence):
         from seg_suite.pseudo.motion.grouping import split_components
         from seg_suite.pseudo.motion.pipeline import FrameMasks
-        from seg_suite.pseudo.motion.rcf_train import predict_sequence
+        from seg_suite.pseudo.motion.rcf_segmenter import predict_sequence
 
         if self._model is None:
             self.load()
@@ -169,12 +169,7 @@ class RCFMasksJob(MotionMasksJob):
 
 
 def _sha256(path) -> str:
-    import hashlib
-
+    """Digest of the checkpoint, or "" when there is none to read (a job rebuilt from its params)."""
     if not path or not Path(path).is_file():
         return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)
