@@ -56,7 +56,15 @@ def test_pipeline_end_to_end_beats_chance_and_resumes(tmp_path, capsys, one_thre
     for stage in ("data", "maskcut", "cluster", "stuff", "panoptic", "train", "predict", "evaluate"):
         assert (out / stage / "stage.json").is_file(), stage
     table = format_table(load_summary(out))
-    assert first.out.endswith(table + "\n")  # the table closes the output (training logs come before it)
+    # The terminal holds the table and the stage lines; detectron2's log went to pipeline.log.
+    assert first.out == table + "\n"
+    assert "Starting training" not in first.err and "Environment info" not in first.err
+    assert "[pipeline] train: done" in first.err and f"[pipeline] full log: {out / 'pipeline.log'}" in first.err
+    log = (out / "pipeline.log").read_text()
+    assert log.count("Starting training from iteration 0") == 1 and log.count("Environment info") == 1
+    # The finished training stage keeps its final checkpoint only (SOLVER.CHECKPOINT_PERIOD wrote others).
+    assert sorted(p.name for p in (out / "train").glob("*.pth")) == ["model_final.pth"]
+    assert "model_0000065.pth" in (out / "train" / "log.txt").read_text()  # written, then deleted
     assert f"{ap50:6.1f}" in table and f"{miou:6.1f}" in table and f"{pq:6.1f}" in table
     pan = json.loads((out / "panoptic" / "annotations" / "panoptic_train.json").read_text())
     assert [c["id"] for c in pan["categories"]] == list(range(1, 8 + 3 + 1))  # K=8 things, S=3 stuff
