@@ -82,7 +82,7 @@ def _image_table(annotations, gt, source: str, gt_source: str) -> tuple[list[dic
     """-> (images, annotations, category names) for a COCO dict or a results list (+ gt), both checked."""
     if isinstance(annotations, list):
         if gt is None:
-            raise UserError("a prediction list has no image file names; pass --gt-json with the ground truth")
+            raise UserError("a prediction list has no image file names; pass --annotations with the ground truth")
         check_coco(gt, gt_source, "ground-truth file")
         check_results(annotations, source)
         known = {im["id"] for im in gt["images"]}

@@ -245,3 +245,21 @@ def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread, capsys, monk
     # Every run of the three calls logged its lines once: no handler was added twice.
     log = (out / "self_train.log").read_text()
     assert log.count("Starting training from iteration 0") == 2 and log.count("Starting training from iteration 2") == 1
+
+
+def test_cli_rounds_one_uses_the_first_default_threshold(monkeypatch, tmp_path):
+    import seg_suite.engine.self_training as st
+    from seg_suite.cli import main as cli_main
+
+    seen = {}
+
+    def fake_self_train(*args, rounds, thresholds, **kwargs):
+        seen["thresholds"] = round_thresholds(rounds, thresholds)
+        return []
+
+    monkeypatch.setattr(st, "self_train", fake_self_train)
+    base = ["self-train", "--config-file", "c.yaml", "--input", "l.json", "--images", "im", "--output", str(tmp_path)]
+    assert cli_main(base + ["--rounds", "1"]) == 0
+    assert seen["thresholds"] == [0.7]
+    assert cli_main(base + ["--rounds", "3", "--thresholds", "0.8"]) == 0
+    assert seen["thresholds"] == [0.8, 0.8, 0.8]

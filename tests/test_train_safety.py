@@ -122,7 +122,7 @@ def test_python_tag_never_runs_through_self_train_and_pipeline(tmp_path, capsys,
     labels.write_text(json.dumps({"images": [], "annotations": []}))
     (tmp_path / "images").mkdir()
     out = tmp_path / "st"
-    assert seg_suite(["self-train", "--config-file", str(config), "--train-json", str(labels), "--image-root",
+    assert seg_suite(["self-train", "--config-file", str(config), "--input", str(labels), "--images",
                       str(tmp_path / "images"), "--output", str(out), "--num-gpus", "0"]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{evil}, line 2", "refused the YAML tag")
     assert not out.exists()

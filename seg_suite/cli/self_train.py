@@ -40,9 +40,10 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="folder of the rounds (round_1/, round_2/, ...)")
     parser.add_argument("--rounds", type=int, default=2,
                         help="number of rounds (default: %(default)s; CutLER's README runs 2 after the first model)")
-    parser.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), metavar="T",
-                        help="score threshold of each round's predictions; the last value repeats for later "
-                             "rounds (default: %(default)s, CutLER's README)")
+    parser.add_argument("--thresholds", type=float, nargs="+", default=None, metavar="T",
+                        help="score threshold of each round's predictions, at most one per round; the last value "
+                             f"repeats for later rounds (default: {' '.join(map(str, DEFAULT_THRESHOLDS))}, CutLER's "
+                             f"README, cut to --rounds: one round uses {DEFAULT_THRESHOLDS[0]})")
     parser.add_argument("--merge-iou", type=float, default=DEFAULT_MERGE_IOU,
                         help="a pseudo-mask is kept when its largest IoU with the kept predictions is below "
                              "this (default: %(default)s, CutLER's get_self_training_ann.py)")

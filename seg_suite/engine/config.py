@@ -8,7 +8,7 @@ Keys added on top of :func:`seg_suite.config.add_seg_suite_config`:
 - ``DATASETS.PSEUDO_COCO``: ``[[name, json_file, image_root], ...]`` COCO (pseudo-)label files
   registered before training (:func:`seg_suite.data.datasets.register_from_cfg`).
 - ``DATASETS.PSEUDO_PANOPTIC``: ``[[name, root, split], ...]`` panoptic pseudo-label roots
-  (``seg-suite panoptic --output-root ROOT --split SPLIT``) registered with the categories of
+  (``seg-suite panoptic --output ROOT --split SPLIT``) registered with the categories of
   ``ROOT/annotations/panoptic_SPLIT.json`` (:func:`seg_suite.data.datasets.register_pseudo_panoptic`,
   applied by the same call as ``PSEUDO_COCO``); set ``MODEL.SEM_SEG_HEAD.NUM_CLASSES`` to K + S.
 - ``DATASETS.SYNTHETIC_ROOT``: folder of a synthetic set (``seg-suite make-synthetic``) to register

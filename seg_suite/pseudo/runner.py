@@ -44,7 +44,7 @@ Files (``OUT.json`` given as the output; ``<stem>`` is ``OUT``)
                            final file is written. A torn last line (a kill mid-write) is ignored.
 ``<stem>.failures.jsonl``  ``{"key", "path", "reason"}`` per failed item: appended live during
                            the run, rewritten sorted by key at the end.
-``<stem>.log.jsonl``       one line of timings per session (kept out of the output so that
+``<stem>.log.jsonl``       one line of timings per run or resumed run (kept out of the output so that
                            resumed and sharded outputs are byte-identical to an uninterrupted run).
 With ``K > 1`` shards, shard ``I`` writes ``<stem>.shard-IIIII-of-KKKKK.json`` (plus its own
 journal/failures/log named from that stem), an intermediate file holding the shard's records
@@ -359,7 +359,7 @@ class RunSummary:
     output: Path
     num_items: int
     num_failed: int
-    num_processed: int  # in this session
+    num_processed: int  # by this call (a resumed run counts only what it did)
     seconds: float
     skipped: bool = False  # the output was already complete
     failures: Path | None = None

@@ -80,7 +80,7 @@ def register_pseudo_panoptic(name: str, root, split: str = "train") -> list[dict
                       ("panoptic_root", "panoptic PNG folder"), ("sem_seg_root", "semantic PNG folder")):
         if not os.path.exists(paths[key]):
             raise UserError(f"panoptic pseudo-label {what} of dataset {name!r} not found: {paths[key]} "
-                            f"(write ROOT with `seg-suite panoptic --output-root ROOT --split {split}`)")
+                            f"(write ROOT with `seg-suite panoptic --output ROOT --split {split}`)")
     categories = read_pseudo_panoptic_categories(paths["panoptic_json"])
     instances_json = paths["instances_json"] if os.path.isfile(paths["instances_json"]) else None
     register_panoptic_with_sem_seg(
