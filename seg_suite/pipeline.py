@@ -149,7 +149,7 @@ def stage_maskcut(out: Path, p: dict) -> dict:
 
 
 def stage_cluster(out: Path, p: dict) -> dict:
-    from seg_suite.io.files import atomic_write
+    from seg_suite.io.files import atomic_write_npy
     from seg_suite.io.coco import read_coco
     from seg_suite.pseudo.cluster import assign_clusters, extract_mask_features, load_features
     from seg_suite.pseudo.kmeans import MaskClusterer
@@ -165,8 +165,7 @@ def stage_cluster(out: Path, p: dict) -> dict:
         raise UserError(f"only {len(ann_ids)} pseudo-masks for {p['num_things']} clusters")
     clusterer = MaskClusterer(n_clusters=p["num_things"], random_state=p["seed"], device=p["device"]).fit(feats)
     labels = clusterer.predict(feats)
-    with atomic_write(folder / "train.centroids.npy", "wb") as fh:
-        np.save(fh, clusterer.cluster_centers_)
+    atomic_write_npy(folder / "train.centroids.npy", clusterer.cluster_centers_)
     coco = assign_clusters(read_coco(masks), ann_ids, labels, clusterer.n_clusters,
                            {"features": index_doc["info"]["params"], "kmeans": clusterer.get_params()})
     atomic_write_json(folder / "train.json", coco)
@@ -175,7 +174,7 @@ def stage_cluster(out: Path, p: dict) -> dict:
 
 
 def stage_stuff(out: Path, p: dict) -> dict:
-    from seg_suite.io.files import atomic_write
+    from seg_suite.io.files import atomic_write_npy
     from seg_suite.pseudo.inputs import discover_inputs
     from seg_suite.pseudo.kmeans import MaskClusterer
     from seg_suite.pseudo.runner import run_job
@@ -192,8 +191,7 @@ def stage_stuff(out: Path, p: dict) -> dict:
     if not centroids_path.is_file():
         centroids = fit_stuff_centroids(samples, MaskClusterer(n_clusters=p["num_stuff"], random_state=p["seed"],
                                                                device=p["device"]))
-        with atomic_write(centroids_path, "wb") as fh:
-            np.save(fh, centroids)
+        atomic_write_npy(centroids_path, centroids)
     centroids, digest = load_centroids(centroids_path)
     maps = folder / "train"
     job = StuffAssignJob(centroids, maps, "handcrafted", centroids_sha256=digest, **common).load()

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from seg_suite.errors import MissingWeightsError
-from seg_suite.io.files import atomic_write_json, atomic_write_png
+from seg_suite.io.files import atomic_write_json, atomic_write_png, png_name
 from seg_suite.io.images import load_image
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
 from seg_suite.io.panoptic import id_to_rgb
@@ -69,7 +69,6 @@ def predict_folder(predictor: PanopticPredictor, image_dir, out_dir, categories:
     from tqdm import tqdm
 
     from seg_suite.pseudo.inputs import discover_inputs
-    from seg_suite.pseudo.panoptic import png_name
 
     out = Path(out_dir)
     ids = [c["id"] for c in categories]

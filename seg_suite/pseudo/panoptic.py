@@ -38,7 +38,6 @@ import numpy as np
 from seg_suite.errors import UserError
 from seg_suite.io.coco import annotations_by_file, decode_image_masks, read_coco
 from seg_suite.io.files import atomic_write_json, atomic_write_png, file_sha256
-from seg_suite.io.files import png_name  # noqa: F401 - still importable from here (seg_suite.predictor)
 from seg_suite.io.masks import MaskFormatError, mask_to_bbox, mask_to_rle
 from seg_suite.io.paths import PathEscapeError, output_path_under, resolve_under, safe_relative
 from seg_suite.pseudo.inputs import WorkItem, image_items

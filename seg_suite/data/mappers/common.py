@@ -11,7 +11,7 @@ from detectron2.data.detection_utils import SizeMismatchError, check_image_size
 from detectron2.structures import Boxes, Instances
 
 from seg_suite.io.images import ImageReadError, load_image
-from seg_suite.modeling.inference import masks_to_boxes
+from seg_suite.io.masks import masks_to_boxes
 
 logger = logging.getLogger(__name__)
 
