@@ -86,7 +86,6 @@ class RAFTFlow:
 
     def __init__(self, variant: str = "raft_small", weights: str | os.PathLike | None = None,
                  device: str = "cpu", random_init: bool = False, num_flow_updates: int = 12):
-        import torch
         from torchvision.models import optical_flow
 
         if variant not in ("raft_small", "raft_large"):
