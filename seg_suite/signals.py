@@ -15,6 +15,9 @@ runner's, detectron2's, the motion trainer's) are bound to it:
   group: the parent decides when they stop, so the parent sees its own signal, not a
   "worker killed" error.
 
+While a batch is being received from a DataLoader worker (:func:`fetching`), a first signal is
+held back until the batch has arrived, then raised; a second one is raised at once.
+
 torch's DataLoader worker loop installs its own SIGTERM handler after the fork (it dies on a
 SIGTERM from anyone but its parent), so every DataLoader also needs :func:`ignore_stop_signals`
 as its ``worker_init_fn``; :func:`bind_loader_workers` adds it to loaders built elsewhere
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import inspect
 import os
 import signal
 import sys
@@ -32,15 +36,64 @@ import threading
 
 from seg_suite.errors import Terminated
 
-__all__ = ["Terminated", "bind_loader_workers", "exit_code", "ignore_stop_signals", "install"]
+__all__ = ["Fetching", "Terminated", "bind_loader_workers", "exit_code", "fetching", "ignore_stop_signals", "install"]
 
 _PR_SET_PDEATHSIG = 1
 _installed = False
 _forking_pid = 0  # the pid of the process that is forking, recorded just before fork()
 
 
-def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise Terminated(f"received signal {signum}")
+_pending: KeyboardInterrupt | None = None  # a stop held back by fetching(), raised once the item is in
+_holding = 0  # how many fetching() calls are inside next() right now
+
+
+def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    global _pending
+    err = Terminated(f"received signal {signum}") if signum == signal.SIGTERM else KeyboardInterrupt()
+    if _holding and _pending is None:  # the first signal waits for the item in transit; a second one does not
+        _pending = err
+        return
+    raise err
+
+
+def fetching(iterable):
+    """Iterate ``iterable`` (a DataLoader) with SIGTERM/SIGINT held back while each item is received.
+
+    Stopping in the middle of receiving a batch from a DataLoader worker breaks the hand-over of
+    its shared memory, and the worker prints a traceback from a background thread. The stop is
+    raised right after the item arrives instead (a second signal stops at once). When iteration
+    ends for any reason, the loader's worker processes are shut down before this returns.
+    """
+    global _holding, _pending
+    it = iter(iterable)
+    try:
+        while True:
+            _holding += 1
+            try:
+                item = next(it)
+            except StopIteration:
+                return
+            finally:
+                _holding -= 1
+            if _pending is not None and not _holding:
+                err, _pending = _pending, None
+                raise err
+            yield item
+    finally:
+        if callable(getattr(it, "_shutdown_workers", None)):
+            it._shutdown_workers()  # a torch DataLoader iterator: torch has no public way
+        elif inspect.isgenerator(it):
+            it.close()  # e.g. detectron2's aspect-ratio grouping: drops the DataLoader iterator it holds
+
+
+class Fetching:
+    """An iterable whose iterators are :func:`fetching` ones (for loaders handed to other code)."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return fetching(self.iterable)
 
 
 def _before_fork() -> None:
@@ -68,7 +121,8 @@ def install() -> None:
     global _installed
     if _installed or threading.current_thread() is not threading.main_thread():
         return
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     os.register_at_fork(before=_before_fork, after_in_child=_bind_child_to_parent)
     _installed = True
 

@@ -299,3 +299,37 @@ def test_sigterm_raises_terminated_in_the_main_thread():
         sys.exit(0)
     """)
     assert subprocess.run([sys.executable, "-c", script]).returncode == 143
+
+
+def test_a_stop_waits_for_the_item_being_fetched():
+    script = textwrap.dedent("""
+        import os, signal, sys
+        from seg_suite import signals
+        signals.install()
+        log = []
+
+        class Source:
+            def __init__(self, kills):
+                self.kills = kills
+            def __iter__(self):
+                return self
+            def __next__(self):
+                for _ in range(self.kills):
+                    os.kill(os.getpid(), signal.SIGTERM)
+                log.append("received")  # the item arrived whole
+                return 1
+
+        try:
+            for _ in signals.fetching(Source(1)):
+                log.append("yielded")
+        except signals.Terminated:
+            log.append("stopped")
+        try:
+            for _ in signals.fetching(Source(2)):  # a second signal does not wait
+                log.append("yielded")
+        except signals.Terminated:
+            log.append("stopped")
+        print(" ".join(log))
+    """)
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.stdout.split() == ["received", "stopped", "stopped"], res.stderr

@@ -78,7 +78,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return signals.bind_loader_workers(build_detection_train_loader(cfg, mapper=build_train_mapper(cfg)))
+        loader = signals.bind_loader_workers(build_detection_train_loader(cfg, mapper=build_train_mapper(cfg)))
+        return signals.Fetching(loader)  # a stop waits until the batch in transit has arrived
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

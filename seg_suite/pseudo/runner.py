@@ -123,7 +123,7 @@ from seg_suite.pseudo.shards import (
     shard_output_path,
     sidecar_path,
 )
-from seg_suite.signals import ignore_stop_signals
+from seg_suite.signals import fetching, ignore_stop_signals
 
 __all__ = [
     "CocoMaskJob", "ItemError", "Job", "RunSummary", "ShardSpec", "WorkItem", "default_job_resolver",
@@ -552,7 +552,7 @@ def _process_pending(job, mine, journal, failures_path, batch_size, workers, pro
 def _consume(job, batches, journal, live, failures_path, bar, failed) -> int:
     """Process and journal every prepared chunk; returns how many items were journaled."""
     processed, successes, unexpected_streak, tracebacks = 0, 0, 0, []
-    for chunk in batches:
+    for chunk in fetching(batches):
         good = [(item, value) for item, ok, value in chunk if ok]
         results = dict(zip((item.key for item, _ in good), _process(job, [v for _, v in good], tracebacks)))
         for item, ok, value in chunk:
