@@ -7,7 +7,8 @@ write (:func:`write_feature_parts`) assembles them into ONE memory-mapped ``<ste
 float32 beside the runner's index ``<stem>.json``, so RAM stays bounded by one image's rows.
 
 This module is runner infrastructure, not a generator: the generators built on it
-(:mod:`seg_suite.pseudo.cluster`, :mod:`seg_suite.pseudo.semantic`) import it, never each other.
+(:mod:`seg_suite.pseudo.maskcut_job`, :mod:`seg_suite.pseudo.cluster`, :mod:`seg_suite.pseudo.semantic`)
+import it, never each other.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from seg_suite.pseudo.jobs import Job
 
 
 class BackboneJob(Job):
-    """Shared set-up of the jobs that run a feature backbone over images (clustering, stuff maps).
+    """Shared set-up of the jobs that run a feature backbone over images (MaskCut, clustering, stuff maps).
 
-    Records the backbone and the checkpoint's SHA-256 in ``params`` (as MaskCut does), builds
-    the extractor lazily in the main process only.
+    Records the checkpoint's file name and SHA-256 for ``params`` (:meth:`weights_record`), and
+    builds the extractor lazily in the main process only.
     """
 
     heavy_attrs = ("extractor",)

@@ -12,18 +12,16 @@ input root, for flat and nested folders alike.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from seg_suite.features.backbones import DEFAULT_BACKBONE  # dino_vitb8, as CutLER runs MaskCut
-from seg_suite.features.factory import backbone_patch_size
-from seg_suite.io.files import file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.pseudo.inputs import WorkItem
+from seg_suite.pseudo.feature_job import BackboneJob
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError
 from seg_suite.pseudo.maskcut import MaskCutParams, maskcut_batch
 
 
-class MaskCutJob(CocoMaskJob):
+class MaskCutJob(BackboneJob, CocoMaskJob):
     """MaskCut pseudo-masks for every image, through :func:`seg_suite.pseudo.runner.run_job`.
 
     Args:
@@ -36,47 +34,17 @@ class MaskCutJob(CocoMaskJob):
     """
 
     name = "maskcut"
-    heavy_attrs = ("extractor",)
 
     def __init__(self, params: MaskCutParams | None = None, backbone: str = DEFAULT_BACKBONE,
                  weights: str | os.PathLike | None = None, device: str = "cpu",
                  max_pixels: int = DEFAULT_MAX_PIXELS, random_init: bool = False):
+        super().__init__(backbone, weights=weights, device=device, random_init=random_init, max_pixels=max_pixels)
         self.maskcut_params = params or MaskCutParams()
-        self.backbone = backbone
-        self.weights = None if weights is None else Path(weights)
-        self.device = device
-        self.max_pixels = int(max_pixels)
-        self.random_init = random_init
-        self.patch_size = backbone_patch_size(backbone)
-        self.extractor = None
-        self._weights_record = None
-
-    # ----------------------------------------------------------- set-up
-    def _resolve_weights(self) -> None:
-        from seg_suite.features import BACKBONES
-        from seg_suite.features.weights import resolve_weights
-
-        if self.weights is None and self.backbone in BACKBONES and not self.random_init:
-            self.weights = resolve_weights(BACKBONES[self.backbone])  # MissingWeightsError if absent
-
-    def load(self) -> "MaskCutJob":
-        """Build the feature extractor now (so a missing checkpoint fails before any work)."""
-        if self.extractor is None:
-            from seg_suite.features import build_extractor
-
-            self._resolve_weights()
-            self.extractor = build_extractor(self.backbone, weights=self.weights, device=self.device,
-                                             random_init=self.random_init)
-        return self
 
     def params(self) -> dict:
-        if self._weights_record is None:
-            self._resolve_weights()
-        if self._weights_record is None and self.weights is not None and not self.random_init:
-            self._weights_record = {"file": self.weights.name, "sha256": file_sha256(self.weights)}
         return {
             "backbone": self.backbone,
-            "weights": "random-init" if self.random_init else self._weights_record,
+            "weights": self.weights_record(),
             "maskcut": self.maskcut_params.to_dict(),
             "max_pixels": self.max_pixels,
         }
@@ -88,9 +56,6 @@ class MaskCutJob(CocoMaskJob):
                   max_pixels=params["max_pixels"], random_init=params["weights"] == "random-init")
         job._weights_record = params["weights"] if isinstance(params["weights"], dict) else None
         return job
-
-    def runtime_info(self) -> dict:
-        return {"device": str(self.device), "backbone": self.backbone}
 
     # ------------------------------------------------------------ work
     def prepare(self, item: WorkItem):
