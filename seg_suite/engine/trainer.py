@@ -68,13 +68,13 @@ class Trainer(DefaultTrainer):
 
     def _stop_data_loader(self) -> None:
         """Shut the DataLoader workers down now rather than when the loader is collected: the
-        exception's traceback keeps the trainer alive until the process is about to exit."""
+        exception's traceback keeps the trainer alive until the process is about to exit.
+        The train loader iterates through :func:`seg_suite.signals.fetching`, whose generator
+        stops its workers when closed."""
         state = vars(self._trainer)
         loader_iter = state.get("_data_loader_iter_obj") or state.get("_data_loader_iter")
-        if callable(getattr(loader_iter, "_shutdown_workers", None)):
-            loader_iter._shutdown_workers()  # a torch DataLoader iterator
-        elif inspect.isgenerator(loader_iter):
-            loader_iter.close()  # detectron2's aspect-ratio grouping: closing drops the torch iterator it holds
+        if inspect.isgenerator(loader_iter):
+            loader_iter.close()
 
     @classmethod
     def build_train_loader(cls, cfg):
