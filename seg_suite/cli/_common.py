@@ -107,6 +107,23 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_max_pixels_arg(parser) -> None:
+    from seg_suite.io.images import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help="larger images are refused and listed in the failures (default: %(default)s, "
+             "seg_suite.io.images.DEFAULT_MAX_PIXELS)",
+    )
+
+
+def max_pixels(args) -> int:
+    """``--max-pixels``, checked."""
+    if args.max_pixels < 1:
+        raise UserError("--max-pixels must be positive")
+    return args.max_pixels
+
+
 def device_from_args(args) -> str:
     """``--device``, checked (:func:`seg_suite.devices.resolve_device`), with plain ``cuda`` mapped to
     this process's GPU under torchrun."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from seg_suite.cli import _common, _sam
+from seg_suite.cli._params import add_params, params_from_args
+
 
 def register(subparsers) -> None:
-    from seg_suite.cli import _common, _sam
     from seg_suite.pseudo.sam_refine import RefineParams
 
-    d = RefineParams()
     parser = subparsers.add_parser(
         "refine",
         help="refine the masks of a COCO pseudo-label file (MaskCut, motion, self-training) with SAM",
@@ -35,44 +36,23 @@ def register(subparsers) -> None:
              "OUT.journal.jsonl while running (for --resume), OUT.log.jsonl (timings)",
     )
     _sam.add_sam_args(parser)
-    _common.add_device_arg(parser)
     ref = parser.add_argument_group("prompts and keep rule (seg_suite.pseudo.sam_refine.RefineParams)")
-    ref.add_argument("--num-positive", type=int, default=d.num_positive, metavar="K",
-                     help="positive points per mask: its most interior pixel, then farthest-point sampling "
-                          "(default: %(default)s)")
-    ref.add_argument("--num-negative", type=int, default=d.num_negative, metavar="K",
-                     help="negative points per mask, spread on a ring outside it (default: %(default)s)")
-    ref.add_argument("--ring-inner", type=float, default=d.ring_inner, metavar="F",
-                     help="the ring starts F * sqrt(mask area) pixels (at least 2) outside the mask "
-                          "(default: %(default)s)")
-    ref.add_argument("--ring-outer", type=float, default=d.ring_outer, metavar="F",
-                     help="the ring ends F * sqrt(mask area) pixels (at least 4) outside the mask "
-                          "(default: %(default)s)")
-    ref.add_argument("--iou-thresh", type=float, default=d.iou_thresh, metavar="T",
-                     help="keep SAM's mask when its IoU with the coarse mask is >= T, else the coarse mask "
-                          "(default: %(default)s, seg_suite's rule)")
-    ref.add_argument("--prompts-per-batch", type=int, default=64, metavar="P",
-                     help="masks per decoder call, to bound memory only; results are the same up to float "
-                          "rounding (default: "
-                          "%(default)s, segment-anything's points_per_batch)")
+    add_params(ref, RefineParams, "num_positive", "num_negative", "ring_inner", "ring_outer", "iou_thresh")
+    _sam.add_batch_arg(ref, "--prompts-per-batch", "masks")
     _common.add_run_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from seg_suite.cli import _common, _sam
-    from seg_suite.errors import UserError
     from seg_suite.pseudo.runner import run_job
     from seg_suite.pseudo.sam_jobs import SamRefineJob
     from seg_suite.pseudo.sam_refine import RefineParams
 
-    if args.prompts_per_batch < 1:
-        raise UserError("--prompts-per-batch must be at least 1")
-    params = RefineParams(num_positive=args.num_positive, num_negative=args.num_negative,
-                          ring_inner=args.ring_inner, ring_outer=args.ring_outer, iou_thresh=args.iou_thresh)
+    prompts_per_batch = _sam.batch_from_args(args, "--prompts-per-batch")
+    params = params_from_args(args, RefineParams)
     kwargs = _common.run_kwargs(args)
     _common.check_output(args.output)
-    job = SamRefineJob(args.input, params, prompts_per_batch=args.prompts_per_batch, **_sam.sam_kwargs(args))
+    job = SamRefineJob(args.input, params, prompts_per_batch=prompts_per_batch, **_sam.sam_kwargs(args))
     items = job.items(args.images)
     job.load()
     summary = run_job(job, items, args.output, **kwargs)

@@ -7,7 +7,6 @@ from seg_suite.cli.cluster import add_kmeans_args, clusterer_from_args
 
 
 def register(subparsers) -> None:
-    from seg_suite.io.images import DEFAULT_MAX_PIXELS
     from seg_suite.pseudo.semantic import DEFAULT_INPUT_SIZE, DEFAULT_NUM_STUFF, DEFAULT_SAMPLES_PER_IMAGE
 
     parser = subparsers.add_parser(
@@ -38,8 +37,7 @@ def register(subparsers) -> None:
                            "fitting set at N_images x this)")
     feat.add_argument("--crf", action="store_true",
                       help="refine each map with a dense CRF (STEGO src/crf.py parameters) (default: off)")
-    feat.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                      help="larger images are refused and listed in the failures (default: %(default)s)")
+    _common.add_max_pixels_arg(feat)
     add_kmeans_args(parser, DEFAULT_NUM_STUFF, "COCO-Stuff-27 as STEGO and U2Seg")
     _common.add_run_args(parser)
     parser.set_defaults(func=run)
@@ -59,7 +57,7 @@ def run(args) -> int:
         items, args.output, clusterer, backbone=args.backbone, centroids=args.centroids,
         crf=args.crf, input_size=args.input_size, samples_per_image=args.samples_per_image, seed=args.seed,
         weights=args.weights, device=_common.device_from_args(args), random_init=args.random_init,
-        max_pixels=args.max_pixels, **kwargs)
+        max_pixels=_common.max_pixels(args), **kwargs)
     if summary is None:
         print(f"shard done; join the sample shards with `seg-suite merge --output {args.output}/samples.json "
               f"<shard files>`, then rerun with --resume (and the same shard flags) to fit the centroids and "
