@@ -111,4 +111,25 @@ class Params:
         raise ParamError(type(self).__name__, name, getattr(self, name), rule)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as JSON holds them (tuples as lists), for the record in an output."""
+        return _as_json(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The parameters :meth:`to_dict` recorded."""
+        values = dict(d)
+        for f in dataclasses.fields(cls):
+            value, factory = values.get(f.name), f.default_factory
+            if isinstance(value, list):
+                values[f.name] = tuple(value)
+            elif isinstance(value, dict) and isinstance(factory, type) and issubclass(factory, Params):
+                values[f.name] = factory.from_dict(value)
+        return cls(**values)
+
+
+def _as_json(value):
+    if isinstance(value, dict):
+        return {k: _as_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_as_json(v) for v in value]
+    return value

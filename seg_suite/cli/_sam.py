@@ -16,22 +16,16 @@ def add_sam_args(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("SAM model (segment-anything)")
     files = ", ".join(f"{t}: {a.checkpoint_file}" for t, a in SAM_ARCHS.items())
-    group.add_argument(
-        "--sam-type", default=DEFAULT_SAM_TYPE, choices=SAM_TYPES,
-        help=f"SAM image encoder size (default: %(default)s, the smallest official model; "
-             f"segment-anything's own default is vit_h). Official checkpoints: {files}",
-    )
-    group.add_argument(
-        "--sam-checkpoint", default=None, metavar="PATH",
-        help="local SAM checkpoint (.pth, loaded with weights_only) (default: the official file name "
-             "looked up in $SEG_SUITE_WEIGHTS, ~/.cache/seg_suite/weights and torch.hub's checkpoints "
-             "folder; nothing is downloaded)",
-    )
-    group.add_argument(
-        "--random-init", action="store_true",
-        help="random SAM weights instead of a checkpoint, for timing and tests only: the masks are meaningless "
-             "(default: off)",
-    )
+    group.add_argument("--sam-type", default=DEFAULT_SAM_TYPE, choices=SAM_TYPES,
+                       help=f"SAM image encoder size (default: %(default)s, the smallest official model; "
+                            f"segment-anything's own default is vit_h). Official checkpoints: {files}")
+    group.add_argument("--sam-checkpoint", default=None, metavar="PATH",
+                       help="local SAM checkpoint (.pth, loaded with weights_only) (default: the official file "
+                            "name looked up in $SEG_SUITE_WEIGHTS, ~/.cache/seg_suite/weights and torch.hub's "
+                            "checkpoints folder; nothing is downloaded)")
+    group.add_argument("--random-init", action="store_true",
+                       help="random SAM weights instead of a checkpoint, for timing and tests only: the masks are "
+                            "meaningless (default: off)")
     _common.add_max_pixels_arg(group)
     _common.add_device_arg(parser)
 

@@ -44,8 +44,8 @@ def clusterer_from_args(args):
 def register(subparsers) -> None:
     from seg_suite.pseudo.cluster import DEFAULT_INPUT_SIZE, DEFAULT_N_CLUSTERS, FEATURE_MODES
 
-    parser = subparsers.add_parser(
-        "cluster",
+    parser = _common.add_command(
+        subparsers, "cluster", run,
         help="cluster pseudo-masks into K semantic classes (category_id = cluster id)",
         description=(
             "Give every mask of a COCO pseudo-mask file a cluster id, as U2Seg does: one L2-normalised "
@@ -55,12 +55,10 @@ def register(subparsers) -> None:
             "their extraction runs in seg_suite's sharded, resumable runner). Rerun with --resume and another "
             "--k to re-cluster the same features without extracting them again."
         ),
+        input=("P.json", "COCO (pseudo-)mask file to cluster, e.g. from `seg-suite maskcut`", "--input-json"),
+        images=_common.IMAGE_ROOT,
+        output=("OUT.json", "the clustered COCO file (written atomically)"),
     )
-    _common.add_renamed(parser, "--input", "--input-json", required=True, metavar="P.json",
-                        help="COCO (pseudo-)mask file to cluster, e.g. from `seg-suite maskcut`")
-    parser.add_argument("--images", required=True, metavar="ROOT", help="folder the file_name entries are relative to")
-    parser.add_argument("--output", required=True, metavar="OUT.json",
-                        help="the clustered COCO file (written atomically)")
     # U2Seg u2seg/Instance_Clustering/selective_labeling/configs/ImageNet_usl_dino_0.2.yaml: DINO-ViT-B/16
     _common.add_backbone_args(parser, "dino_vitb16", "U2Seg's instance clustering, DINO ViT-B/16",
                               " (use --feature pooled with it)", output="clusters")
@@ -76,7 +74,6 @@ def register(subparsers) -> None:
     _common.add_max_pixels_arg(feat)
     add_kmeans_args(parser, DEFAULT_N_CLUSTERS, "U2Seg's COCO setting; 800 is its large one")
     _common.add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -10,8 +10,8 @@ def register(subparsers) -> None:
     from seg_suite.features.backbones import DEFAULT_BACKBONE
     from seg_suite.pseudo.maskcut import MaskCutParams
 
-    parser = subparsers.add_parser(
-        "maskcut",
+    parser = _common.add_command(
+        subparsers, "maskcut", run,
         help="MaskCut pseudo-masks (COCO JSON) for a folder of images",
         description=(
             "Generate class-agnostic pseudo-masks with MaskCut (normalized cuts on self-supervised ViT "
@@ -27,7 +27,6 @@ def register(subparsers) -> None:
     add_params(cut, MaskCutParams, "tau", "num_masks", "fixed_size", "facet", "crf", "solver")
     _common.add_max_pixels_arg(parser)
     _common.add_run_args(parser, batch_source="one at a time, as the reference MaskCut runs")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

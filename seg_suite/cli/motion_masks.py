@@ -12,8 +12,8 @@ def register(subparsers) -> None:
     from seg_suite.pseudo.motion.grouping import GroupingParams
     from seg_suite.pseudo.motion.pipeline import MotionMaskParams
 
-    parser = subparsers.add_parser(
-        "motion-masks",
+    parser = _common.add_command(
+        subparsers, "motion-masks", run,
         help="motion-grouping pseudo-masks (PNG per frame + COCO JSON) for videos",
         description=(
             "Segment moving objects in unlabeled videos without weights: optical flow (forward and "
@@ -24,16 +24,10 @@ def register(subparsers) -> None:
             "frame (DAVIS-2016 encoding). Unusable videos are listed in OUT.failures.jsonl and the "
             "run goes on. See seg_suite/pseudo/motion/grouping.py for the method and its sources."
         ),
-    )
-    parser.add_argument(
-        "--input", required=True, metavar="VIDEO|DIR",
-        help="a video file, a folder of frames, a folder of videos or frame folders, a DAVIS root "
-             "(JPEGImages/480p/<seq>/) or a seg-suite synthetic root (videos/JPEGImages/<seq>/)",
-    )
-    parser.add_argument(
-        "--output", required=True, metavar="OUT.json",
-        help="COCO pseudo-mask file, written atomically at the end (beside it: OUT.failures.jsonl, "
-             "OUT.journal.jsonl while running, OUT.log.jsonl)",
+        input=("VIDEO|DIR", "a video file, a folder of frames, a folder of videos or frame folders, a DAVIS root "
+                            "(JPEGImages/480p/<seq>/) or a seg-suite synthetic root (videos/JPEGImages/<seq>/)"),
+        output=("OUT.json", "COCO pseudo-mask file, written atomically at the end (beside it: OUT.failures.jsonl, "
+                            "OUT.journal.jsonl while running, OUT.log.jsonl)"),
     )
     parser.add_argument(
         "--masks-dir", default=None, metavar="DIR",
@@ -68,7 +62,6 @@ def register(subparsers) -> None:
     add_params(grp, MotionMaskParams, "crf")
     add_params(grp, GroupingParams, "seed")
     _common.add_run_args(parser, what="videos")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

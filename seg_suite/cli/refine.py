@@ -9,8 +9,8 @@ from seg_suite.cli._params import add_params, params_from_args
 def register(subparsers) -> None:
     from seg_suite.pseudo.sam_refine import RefineParams
 
-    parser = subparsers.add_parser(
-        "refine",
+    parser = _common.add_command(
+        subparsers, "refine", run,
         help="refine the masks of a COCO pseudo-label file (MaskCut, motion, self-training) with SAM",
         description=(
             "For every mask in --input, prompt SAM with the mask's box, positive points inside it and "
@@ -23,24 +23,18 @@ def register(subparsers) -> None:
             "OUT.failures.jsonl with the reason and left out. The point-sampling defaults are "
             "seg_suite's own (there is no published recipe); the 0.5 IoU rule keeps SAM's mask only where it agrees with the coarse one."
         ),
-    )
-    _common.add_renamed(parser, "--input", "--input-json", required=True, metavar="P.json",
-                        help="the COCO pseudo-label file to refine (RLE or polygon segmentations), e.g. the "
-                             "output of `seg-suite maskcut`")
-    parser.add_argument("--images", required=True, metavar="ROOT",
-                        help="folder the input's file_name entries are relative to (the --input of the run that "
-                             "made it)")
-    parser.add_argument(
-        "--output", required=True, metavar="OUT.json",
-        help="the refined file, written atomically when the run is complete. Beside it: OUT.failures.jsonl, "
-             "OUT.journal.jsonl while running (for --resume), OUT.log.jsonl (timings)",
+        input=("P.json", "the COCO pseudo-label file to refine (RLE or polygon segmentations), e.g. the output of "
+                         "`seg-suite maskcut`", "--input-json"),
+        images=("ROOT", "folder the input's file_name entries are relative to (the --input of the run that made it)"),
+        output=("OUT.json", "the refined file, written atomically when the run is complete. Beside it: "
+                            "OUT.failures.jsonl, OUT.journal.jsonl while running (for --resume), OUT.log.jsonl "
+                            "(timings)"),
     )
     _sam.add_sam_args(parser)
     ref = parser.add_argument_group("prompts and keep rule (seg_suite.pseudo.sam_refine.RefineParams)")
     add_params(ref, RefineParams, "num_positive", "num_negative", "ring_inner", "ring_outer", "iou_thresh")
     _sam.add_batch_arg(ref, "--prompts-per-batch", "masks")
     _common.add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -11,8 +11,8 @@ def register(subparsers) -> None:
 
     from seg_suite.pseudo.sam import SamGeneratorParams
 
-    parser = subparsers.add_parser(
-        "sam-masks",
+    parser = _common.add_command(
+        subparsers, "sam-masks", run,
         help="Segment Anything automatic masks (COCO JSON) for a folder of images",
         description=(
             "Prompt SAM with a grid of points on every image (segment-anything's "
@@ -32,7 +32,6 @@ def register(subparsers) -> None:
     _sam.add_batch_arg(gen, "--points-per-batch", "point prompts")
     _common.add_run_args(parser, batch_source="one image per call, as segment-anything's "
                                                 "SamAutomaticMaskGenerator.generate")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -9,8 +9,8 @@ from seg_suite.cli.cluster import add_kmeans_args, clusterer_from_args
 def register(subparsers) -> None:
     from seg_suite.pseudo.semantic import DEFAULT_INPUT_SIZE, DEFAULT_NUM_STUFF, DEFAULT_SAMPLES_PER_IMAGE
 
-    parser = subparsers.add_parser(
-        "semantic-pseudo",
+    parser = _common.add_command(
+        subparsers, "semantic-pseudo", run,
         help="stuff/semantic pseudo-labels: k-means on patch features, one PNG per image",
         description=(
             "Two passes over the images, both through seg_suite's sharded, resumable runner: (1) sample "
@@ -20,14 +20,11 @@ def register(subparsers) -> None:
             "OUT_DIR/centroids.npy (reuse it on new images with --centroids), OUT_DIR/samples.json/.npy "
             "(the fitting sample) and OUT_DIR/semantic.json (the index). Defaults follow STEGO."
         ),
+        input=("DIR|GLOB|LIST.txt", "the images (folder searched recursively, glob or .txt list); PNG names are the "
+                                    "paths relative to this root with .png", "--images"),
+        output=("OUT_DIR", "folder the maps and centroids are written to", "--output-dir"),
     )
-    _common.add_renamed(parser, "--input", "--images", required=True, metavar="DIR|GLOB|LIST.txt",
-                        help="the images (folder searched recursively, glob or .txt list); PNG names are the "
-                             "paths relative to this root with .png")
-    _common.add_renamed(parser, "--output", "--output-dir", required=True, metavar="OUT_DIR",
-                        help="folder the maps and centroids are written to")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
-                        help="process only the first N images in sorted order (default: all)")
+    _common.add_max_images_arg(parser, "images")
     _common.add_backbone_args(parser, "dino_vitb8", "STEGO's COCO-Stuff model, DINO ViT-B/8", output="clusters")
     feat = parser.add_argument_group("patch features")
     feat.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE,
@@ -40,7 +37,6 @@ def register(subparsers) -> None:
     _common.add_max_pixels_arg(feat)
     add_kmeans_args(parser, DEFAULT_NUM_STUFF, "COCO-Stuff-27 as STEGO and U2Seg")
     _common.add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

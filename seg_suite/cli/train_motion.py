@@ -9,8 +9,8 @@ from seg_suite.cli._params import add_params, params_from_args
 def register(subparsers) -> None:
     from seg_suite.pseudo.motion.rcf_train import RCFConfig
 
-    parser = subparsers.add_parser(
-        "train-motion",
+    parser = _common.add_command(
+        subparsers, "train-motion", run,
         help="train an RCF-style motion segmenter on unlabeled videos",
         description=(
             "Relaxed common fate (RCF, github.com/TonyLianLong/RCF-UnsupVideoSeg): a ResNet predicts K "
@@ -22,13 +22,11 @@ def register(subparsers) -> None:
             "(configs/rcf/rcf_stage1.yaml, rcf_stage2.1.yaml) except the sizes and step counts, which "
             "are small so that CPU training takes minutes."
         ),
+        input=("VIDEO|DIR", "training videos: same forms as motion-masks --input (DAVIS root, synthetic root, "
+                            "folder of frame folders or video files)"),
+        output=("CKPT.pth", "checkpoint to write (atomically; .pth, .pt, .bin or .ckpt); a sibling CKPT.json holds "
+                            "the config and losses"),
     )
-    parser.add_argument("--input", required=True, metavar="VIDEO|DIR",
-                        help="training videos: same forms as motion-masks --input (DAVIS root, synthetic root, "
-                             "folder of frame folders or video files)")
-    parser.add_argument("--output", required=True, metavar="CKPT.pth",
-                        help="checkpoint to write (atomically; .pth, .pt, .bin or .ckpt); a sibling CKPT.json holds "
-                             "the config and losses")
     add_params(parser, RCFConfig, "backbone")
     parser.add_argument("--weights", default=None, metavar="PATH",
                         help="local torchvision ResNet state dict to start from, checked before any flow is "
@@ -38,7 +36,6 @@ def register(subparsers) -> None:
     parser.add_argument("--flow-cache", default=None, metavar="DIR", help="reuse/cache flows here (default: none)")
     _common.add_device_arg(parser)
     add_params(parser, RCFConfig, "seed")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

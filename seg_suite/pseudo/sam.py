@@ -16,7 +16,7 @@ checkpoint and the state dict loaded strictly. Refinement of coarse masks is in
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -31,7 +31,7 @@ SAM_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoin
 
 
 @dataclass(frozen=True)
-class SamArch:
+class SamArch(Params):
     """The sizes of one SAM model. Defaults are segment-anything's ``build_sam.py`` ``_build_sam``
     (1024-pixel input, 16-pixel patches, 14-pixel windows, 256-d prompts, 2-layer two-way decoder).
     """
@@ -52,15 +52,6 @@ class SamArch:
     decoder_num_heads: int = 8
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SamArch":
-        return cls(**{**d, "encoder_global_attn_indexes": tuple(d["encoder_global_attn_indexes"])})
 
 
 # segment_anything/build_sam.py: build_sam_vit_b / _l / _h, and the README's checkpoint list.

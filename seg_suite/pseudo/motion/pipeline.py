@@ -7,7 +7,7 @@ on the shared runner.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
@@ -34,18 +34,6 @@ class MotionMaskParams(Params):
     crf: bool = param(False, "refine each frame's mask with a dense CRF on the image (seg_suite.pseudo.crf, "
                              "CutLER's parameters); sharper masks, ~0.2-0.4 s per frame")
     grouping: GroupingParams = field(default_factory=GroupingParams)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["gaps"] = list(self.gaps)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MotionMaskParams":
-        d = dict(d)
-        d["gaps"] = tuple(d.get("gaps", (1,)))
-        d["grouping"] = GroupingParams(**d.get("grouping", {}))
-        return cls(**d)
 
 
 @dataclass

@@ -8,7 +8,7 @@ writes checkpoints, and the ``rcf`` method of ``seg-suite motion-masks``
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -63,17 +63,6 @@ class RCFConfig(Params):
     flow_backend: str = "dis"
     flow_preset: str = param("fast", "DIS preset of the training flows", check=one_of(*DIS_PRESETS))
     seed: int = param(0, "seed")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["size"], d["gaps"] = list(self.size), list(self.gaps)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RCFConfig":
-        d = dict(d)
-        d["size"], d["gaps"] = tuple(d["size"]), tuple(d["gaps"])
-        return cls(**d)
 
 
 def resize_frame(frame: np.ndarray, size) -> np.ndarray:
