@@ -1,7 +1,8 @@
-"""Flags shared by the dataset-generation subcommands (maskcut, and later sam-masks,
-motion-masks, cluster...), so each one spells and documents them the same way.
+"""Flags shared by the dataset-generation subcommands (maskcut, sam-masks, motion-masks, cluster...),
+so each one spells and documents them the same way.
 
     add_input_output_args(parser)   --input --output --max-images
+    add_max_pixels_arg(parser)      --max-pixels (max_pixels(args): the value, checked)
     add_device_arg(parser)          --device (device_from_args: cuda -> cuda:LOCAL_RANK under torchrun)
     add_run_args(parser)            --num-shards --shard-id --resume --overwrite
                                     --retry-failed --batch-size --workers --max-failed --no-progress
