@@ -38,7 +38,7 @@ class Rule:
     def holds(self, value) -> bool:
         try:
             return bool(self.test(value))
-        except (TypeError, ValueError):  # a value of the wrong kind breaks no rule more clearly
+        except (TypeError, ValueError):  # a value of the wrong kind (text for a number) breaks the rule
             return False
 
 
