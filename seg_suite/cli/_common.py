@@ -1,7 +1,8 @@
-"""Flags shared by the dataset-generation subcommands (maskcut, and later sam-masks,
-motion-masks, cluster...), so each one spells and documents them the same way.
+"""Flags shared by the dataset-generation subcommands (maskcut, sam-masks, motion-masks, cluster...),
+so each one spells and documents them the same way.
 
     add_input_output_args(parser)   --input --output --max-images
+    add_max_pixels_arg(parser)      --max-pixels (max_pixels(args): the value, checked)
     add_device_arg(parser)          --device (device_from_args: cuda -> cuda:LOCAL_RANK under torchrun)
     add_run_args(parser)            --num-shards --shard-id --resume --overwrite
                                     --retry-failed --batch-size --workers --max-failed --no-progress
@@ -10,6 +11,8 @@ motion-masks, cluster...), so each one spells and documents them the same way.
     check_output(path)              -> a one-line error now if the output's folder cannot be written
     finish(summary, args)           -> prints the closing line, returns the command's exit code
     add_renamed(parser, new, *old)  a flag whose older spellings still work, with a warning line
+    add_command(subparsers, name, run, help, description, input=(METAVAR, help, *old), ...)
+                                    a subcommand's parser with its required file flags
 
 Every subcommand's parser is a :class:`CommandParser`: its help lists a flag once, under its
 current name, and states a default only where the flag's help text does.
@@ -31,6 +34,7 @@ import sys
 
 from seg_suite.errors import EXIT_ITEMS_FAILED, EXIT_OK, UserError
 
+IMAGE_ROOT = ("ROOT", "folder the file_name entries are relative to")  # --images beside a COCO --input
 DEFAULT_WORKERS = 2  # decoding overlaps compute on 2+ cores; 0 reads in the main process
 
 
@@ -80,23 +84,38 @@ def add_renamed(parser, new: str, *old: str, **kwargs) -> argparse.Action:
     return action
 
 
+def add_command(subparsers, name: str, run, help: str, description: str, **files) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``, which calls ``run(args)``, with its required file flags:
+    ``input=(METAVAR, help, *older spellings)`` adds ``--input`` (likewise images, output, gt, pred)."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    parser.set_defaults(func=run)
+    add_files(parser, **files)
+    return parser
+
+
+def add_files(parser, **files) -> None:
+    """Required file flags: ``input=(METAVAR, help, *older spellings)`` adds ``--input``."""
+    for flag, (metavar, text, *old) in files.items():
+        add_renamed(parser, f"--{flag}", *old, required=True, metavar=metavar, help=text)
+
+
 def add_input_output_args(parser: argparse.ArgumentParser, what: str = "images") -> None:
-    parser.add_argument(
-        "--input", required=True, metavar="DIR|GLOB|LIST.txt",
-        help=f"the {what}: a folder (searched recursively; flat or nested), a quoted glob pattern "
-             f"(e.g. 'data/**/*.jpg'), or a .txt list with one path per line (relative to the list's "
-             f"folder, # comments). file_name in the output is relative to this input root",
+    add_files(
+        parser,
+        input=("DIR|GLOB|LIST.txt", f"the {what}: a folder (searched recursively; flat or nested), a quoted glob "
+                                    f"pattern (e.g. 'data/**/*.jpg'), or a .txt list with one path per line "
+                                    f"(relative to the list's folder, # comments). file_name in the output is "
+                                    f"relative to this input root"),
+        output=("OUT.json", "the output file, written atomically when the run is complete. Beside it: "
+                            "OUT.failures.jsonl (items that could not be processed, with the reason), "
+                            "OUT.journal.jsonl while running (for --resume), OUT.log.jsonl (timings)"),
     )
-    parser.add_argument(
-        "--output", required=True, metavar="OUT.json",
-        help="the output file, written atomically when the run is complete. Beside it: "
-             "OUT.failures.jsonl (items that could not be processed, with the reason), "
-             "OUT.journal.jsonl while running (for --resume), OUT.log.jsonl (timings)",
-    )
-    parser.add_argument(
-        "--max-images", type=int, default=None, metavar="N",
-        help="process only the first N inputs in sorted order (default: all)",
-    )
+    add_max_images_arg(parser, "inputs")
+
+
+def add_max_images_arg(parser, what: str) -> None:
+    parser.add_argument("--max-images", type=int, default=None, metavar="N",
+                        help=f"process only the first N {what} in sorted order (default: all)")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +124,23 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
         help="where the model runs: cpu, cuda or cuda:N; plain cuda under torchrun means cuda:LOCAL_RANK "
              "(default: cpu, which always exists)",
     )
+
+
+def add_max_pixels_arg(parser) -> None:
+    from seg_suite.io.images import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help="larger images are refused and listed in the failures (default: %(default)s, "
+             "seg_suite.io.images.DEFAULT_MAX_PIXELS)",
+    )
+
+
+def max_pixels(args) -> int:
+    """``--max-pixels``, checked."""
+    if args.max_pixels < 1:
+        raise UserError("--max-pixels must be positive")
+    return args.max_pixels
 
 
 def device_from_args(args) -> str:

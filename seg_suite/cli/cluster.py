@@ -3,56 +3,49 @@
 from __future__ import annotations
 
 from seg_suite.cli import _common
+from seg_suite.cli._params import add_params, params_from_args
+
+
+# The k-means fields under the flags both clustering commands have always had.
+KMEANS_FLAGS = {"n_clusters": "--k", "random_state": "--seed", "batch_size": "--kmeans-batch-size",
+                "max_iter": "--max-epochs"}
 
 
 def add_kmeans_args(parser, default_k: int, k_source: str) -> None:
-    from seg_suite.pseudo.kmeans import BACKENDS
+    from seg_suite.pseudo.kmeans import KMeansParams
 
     group = parser.add_argument_group("k-means (seg_suite.pseudo.kmeans.MaskClusterer)")
-    group.add_argument("--k", type=int, default=default_k,
-                       help=f"number of clusters (default: %(default)s, {k_source})")
-    group.add_argument("--backend", default="torch", choices=BACKENDS,
-                       help="torch: mini-batch k-means with k-means++ init, streamed from the memory-mapped "
-                            "features; sklearn: scikit-learn's MiniBatchKMeans in RAM; faiss: faiss.Kmeans "
-                            "(random init) (default: %(default)s)")
-    group.add_argument("--seed", type=int, default=0, help="random_state of the clustering (default: %(default)s)")
-    group.add_argument("--kmeans-batch-size", type=int, default=4096,
-                       help="rows per k-means mini-batch (default: %(default)s)")
-    group.add_argument("--max-epochs", type=int, default=100,
-                       help="at most this many passes over the features; mini-batch k-means usually stops "
-                            "earlier on scikit-learn's no-improvement rule (default: %(default)s, "
-                            "scikit-learn's max_iter)")
+    add_params(group, KMeansParams, "n_clusters", "backend", "random_state", "batch_size", "max_iter",
+               flags=KMEANS_FLAGS, defaults={"n_clusters": (default_k, k_source)})
     group.add_argument("--centroids", default=None, metavar="C.npy",
                        help="reuse these [K, D] centroids (a previous run's OUT.centroids.npy) instead of fitting: "
                             "new data gets the same cluster ids (default: fit new ones)")
 
 
 def clusterer_from_args(args):
+    """The k-means estimator of the flags, and whether it reuses --centroids (then it only predicts)."""
     import numpy as np
 
     from seg_suite.errors import UserError
-    from seg_suite.pseudo.kmeans import MaskClusterer
+    from seg_suite.pseudo.kmeans import KMeansParams, MaskClusterer
 
-    device = _common.device_from_args(args)
-    kwargs = dict(random_state=args.seed, batch_size=args.kmeans_batch_size, backend=args.backend,
-                  max_iter=args.max_epochs, device=device, progress=not args.no_progress)
+    params = params_from_args(args, KMeansParams, KMEANS_FLAGS).to_dict()
+    kwargs = dict(device=_common.device_from_args(args), progress=not args.no_progress)
     if args.centroids:
         try:
             centers = np.load(args.centroids)
         except (OSError, ValueError) as err:
             raise UserError(f"cannot read centroids {args.centroids}: {err}") from None
-        return MaskClusterer.from_centers(centers, **kwargs), True
-    if args.k < 1 or args.kmeans_batch_size < 1 or args.max_epochs < 1:
-        raise UserError("--k, --kmeans-batch-size and --max-epochs must be at least 1")
-    return MaskClusterer(n_clusters=args.k, **kwargs), False
+        del params["n_clusters"]  # the centroids' own number
+        return MaskClusterer.from_centers(centers, **params, **kwargs), True
+    return MaskClusterer(**params, **kwargs), False
 
 
 def register(subparsers) -> None:
-    from seg_suite.io.images import DEFAULT_MAX_PIXELS
     from seg_suite.pseudo.cluster import DEFAULT_INPUT_SIZE, DEFAULT_N_CLUSTERS, FEATURE_MODES
 
-    parser = subparsers.add_parser(
-        "cluster",
+    parser = _common.add_command(
+        subparsers, "cluster", run,
         help="cluster pseudo-masks into K semantic classes (category_id = cluster id)",
         description=(
             "Give every mask of a COCO pseudo-mask file a cluster id, as U2Seg does: one L2-normalised "
@@ -62,12 +55,10 @@ def register(subparsers) -> None:
             "their extraction runs in seg_suite's sharded, resumable runner). Rerun with --resume and another "
             "--k to re-cluster the same features without extracting them again."
         ),
+        input=("P.json", "COCO (pseudo-)mask file to cluster, e.g. from `seg-suite maskcut`", "--input-json"),
+        images=_common.IMAGE_ROOT,
+        output=("OUT.json", "the clustered COCO file (written atomically)"),
     )
-    _common.add_renamed(parser, "--input", "--input-json", required=True, metavar="P.json",
-                        help="COCO (pseudo-)mask file to cluster, e.g. from `seg-suite maskcut`")
-    parser.add_argument("--images", required=True, metavar="ROOT", help="folder the file_name entries are relative to")
-    parser.add_argument("--output", required=True, metavar="OUT.json",
-                        help="the clustered COCO file (written atomically)")
     # U2Seg u2seg/Instance_Clustering/selective_labeling/configs/ImageNet_usl_dino_0.2.yaml: DINO-ViT-B/16
     _common.add_backbone_args(parser, "dino_vitb16", "U2Seg's instance clustering, DINO ViT-B/16",
                               " (use --feature pooled with it)", output="clusters")
@@ -80,11 +71,9 @@ def register(subparsers) -> None:
                       help=f"crop side (crop_cls) or longer image side (pooled) fed to the backbone (default: "
                            f"{DEFAULT_INPUT_SIZE['crop_cls']} for crop_cls, DINO's training size; "
                            f"{DEFAULT_INPUT_SIZE['pooled']} for pooled, MaskCut's size)")
-    feat.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                      help="larger images are refused and listed in the failures (default: %(default)s)")
+    _common.add_max_pixels_arg(feat)
     add_kmeans_args(parser, DEFAULT_N_CLUSTERS, "U2Seg's COCO setting; 800 is its large one")
     _common.add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -99,7 +88,7 @@ def run(args) -> int:
     result = cluster_mask_file(
         args.input, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
         input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
-        random_init=args.random_init, max_pixels=args.max_pixels, fit=not reused, **kwargs)
+        random_init=args.random_init, max_pixels=_common.max_pixels(args), fit=not reused, **kwargs)
     if result is None:
         print("shard done; when all shards are, join them with `seg-suite merge --output "
               "<OUT>.features.json` (it finds the shard files beside it) and rerun this command with --resume "

@@ -7,24 +7,23 @@ from seg_suite.io.files import load_json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "evaluate-masks",
+    p = _common.add_command(
+        subparsers, "evaluate-masks", run,
         help="class-agnostic mask AP/AP50/AR100 of pseudo-masks against ground truth",
         description="All categories are merged into one before pycocotools COCOeval runs (the CutLER "
                     "protocol: AP over IoU 0.50:0.95, 101-point interpolation, maxDets 100). Images are "
                     "matched by file_name. Predictions that are not COCO instances or results (a panoptic "
                     "file, say), that share no image with the ground truth, or whose masks do not fit the "
                     "ground-truth images are refused before scoring.",
+        pred=("P.json", "predictions: COCO JSON with images[] or a result list"),
+        gt=("GT.json", "ground-truth COCO instances JSON"),
     )
-    p.add_argument("--pred", required=True, metavar="P.json", help="predictions: COCO JSON with images[] or a result list")
-    p.add_argument("--gt", required=True, metavar="GT.json", help="ground-truth COCO instances JSON")
     _common.add_renamed(p, "--images", "--images-root", default=None, metavar="ROOT",
                    help="make absolute prediction file names relative to this folder before matching "
                         "(default: use file names as written)")
     p.add_argument("--iou-type", choices=("segm", "bbox"), default="segm", help="masks or boxes (default: %(default)s, as CutLER reports)")
     p.add_argument("--output", default=None, metavar="R.json", help="also write the metrics as JSON here (default: print only)")
     p.add_argument("--verbose", action="store_true", help="print COCOeval's full summary (default: off)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -6,8 +6,8 @@ from seg_suite.cli import _common
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "evaluate-video",
+    parser = _common.add_command(
+        subparsers, "evaluate-video", run,
         help="score per-frame video masks (DAVIS-2016 J&F, SegTrackv2/FBMS59 IoU)",
         description=(
             "Compare predicted masks PRED/<seq>/<frame>.png with annotations GT/<seq>/<frame>.png. "
@@ -18,12 +18,10 @@ def register(subparsers) -> None:
             "RCF's frame-weighted J-FrameMean. Protocol 'pooled' follows RCF's SegTrackv2/FBMS59 tool: "
             "IoU over all annotated frames pooled across sequences (sparse annotations allowed)."
         ),
+        gt=("DIR", "annotation root holding one folder of PNG masks per sequence (e.g. DAVIS/Annotations/480p, or a "
+                   "synthetic root's videos/Annotations; not the JPEG frames)"),
+        pred=("DIR", "prediction root with the same layout (e.g. motion-masks' OUT_masks)"),
     )
-    parser.add_argument("--gt", required=True, metavar="DIR",
-                        help="annotation root holding one folder of PNG masks per sequence (e.g. "
-                             "DAVIS/Annotations/480p, or a synthetic root's videos/Annotations; not the JPEG frames)")
-    parser.add_argument("--pred", required=True, metavar="DIR",
-                        help="prediction root with the same layout (e.g. motion-masks' OUT_masks)")
     parser.add_argument("--protocol", default="davis", choices=("davis", "pooled"),
                         help="davis = DAVIS-2016 J/F; pooled = SegTrackv2/FBMS59 IoU (default: %(default)s)")
     parser.add_argument("--sequences", default=None, metavar="A,B,...",
@@ -32,7 +30,6 @@ def register(subparsers) -> None:
                         help="score a missing prediction frame as an empty mask (default: error)")
     parser.add_argument("--output", default=None, metavar="RESULT.json",
                         help="also write the full results (per sequence, per frame) as JSON (default: print only)")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

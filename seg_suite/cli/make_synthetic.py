@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from seg_suite.cli import _common
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "make-synthetic",
+    p = _common.add_command(
+        subparsers, "make-synthetic", run,
         help="write the synthetic dataset with exact ground truth",
         description="Write textured shapes on sky/ground with COCO instance, panoptic and semantic ground "
                     "truth, plus short videos of moving objects with masks and exact optical flow "
                     "(layout: datasets/README.md, 'Synthetic set'). Defaults are this project's demo sizes.",
+        output=("ROOT", "dataset root folder to write"),
     )
-    p.add_argument("--output", required=True, metavar="ROOT", help="dataset root folder to write")
     p.add_argument("--num-train", type=int, default=24, metavar="N",
                    help="training images (default: %(default)s, the project's demo size)")
     p.add_argument("--num-val", type=int, default=8, metavar="N",
@@ -28,7 +30,6 @@ def register(subparsers) -> None:
     p.add_argument("--video-frames", type=int, default=12, metavar="N",
                    help="frames per video, >= 2 (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -9,8 +9,8 @@ from seg_suite.cli import _common
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "merge",
+    parser = _common.add_command(
+        subparsers, "merge", run,
         help="join the shard files of a sharded run (maskcut, ...) into one output",
         description=(
             "Join the K shard files written by a run with --num-shards K (OUT.shard-IIIII-of-KKKKK.json) "
@@ -28,7 +28,6 @@ def register(subparsers) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing output (default: off, an existing output is an error)")
     _common.add_max_failed_arg(parser)
-    parser.set_defaults(func=run)
 
 
 def _expand(specs: list[str]) -> list[str]:

@@ -8,8 +8,8 @@ from seg_suite.cli import _common
 def register(subparsers) -> None:
     from seg_suite.pseudo.panoptic import MAX_STUFF_OVERLAP
 
-    parser = subparsers.add_parser(
-        "panoptic",
+    parser = _common.add_command(
+        subparsers, "panoptic", run,
         help="assemble panoptic pseudo-labels (PNG + JSON) from clustered instances and stuff maps",
         description=(
             "Merge a clustered instance file (seg-suite cluster) and stuff maps (seg-suite semantic-pseudo) "
@@ -20,10 +20,11 @@ def register(subparsers) -> None:
             "semantic/SPLIT/*.png (detectron2 panoptic-semantic maps), annotations/instances_SPLIT.json and "
             "a symlink images/SPLIT to the images."
         ),
+        input=("CLUSTERED.json", "COCO instance file with category ids 1..K (seg-suite cluster's output)",
+               "--instances"),
+        images=_common.IMAGE_ROOT,
+        output=("ROOT", "dataset root to write (synthetic layout)", "--output-root"),
     )
-    _common.add_renamed(parser, "--input", "--instances", required=True, metavar="CLUSTERED.json",
-                        help="COCO instance file with category ids 1..K (seg-suite cluster's output)")
-    parser.add_argument("--images", required=True, metavar="ROOT", help="folder the file_name entries are relative to")
     parser.add_argument("--stuff-dir", default=None, metavar="DIR",
                         help="stuff maps from seg-suite semantic-pseudo (<image name>.png, values 0..S-1, 255 "
                              "unlabelled) (default: none, things-only labels)")
@@ -31,8 +32,6 @@ def register(subparsers) -> None:
                         help="number of stuff clusters (default: num_clusters of STUFF_DIR/semantic.json, else 27)")
     parser.add_argument("--num-things", type=int, default=None, metavar="K",
                         help="number of thing clusters (default: the largest category id of --input)")
-    _common.add_renamed(parser, "--output", "--output-root", required=True, metavar="ROOT",
-                        help="dataset root to write (synthetic layout)")
     parser.add_argument("--split", default="train", help="split name used in the file names (default: %(default)s)")
     parser.add_argument("--max-stuff-overlap", type=float, default=MAX_STUFF_OVERLAP,
                         help="skip a stuff cluster when more than this fraction of it lies on instances "
@@ -40,7 +39,6 @@ def register(subparsers) -> None:
     parser.add_argument("--no-link-images", action="store_true",
                         help="do not create the images/SPLIT symlink (default: create it when absent)")
     _common.add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

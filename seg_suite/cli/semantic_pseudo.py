@@ -7,11 +7,10 @@ from seg_suite.cli.cluster import add_kmeans_args, clusterer_from_args
 
 
 def register(subparsers) -> None:
-    from seg_suite.io.images import DEFAULT_MAX_PIXELS
     from seg_suite.pseudo.semantic import DEFAULT_INPUT_SIZE, DEFAULT_NUM_STUFF, DEFAULT_SAMPLES_PER_IMAGE
 
-    parser = subparsers.add_parser(
-        "semantic-pseudo",
+    parser = _common.add_command(
+        subparsers, "semantic-pseudo", run,
         help="stuff/semantic pseudo-labels: k-means on patch features, one PNG per image",
         description=(
             "Two passes over the images, both through seg_suite's sharded, resumable runner: (1) sample "
@@ -21,14 +20,11 @@ def register(subparsers) -> None:
             "OUT_DIR/centroids.npy (reuse it on new images with --centroids), OUT_DIR/samples.json/.npy "
             "(the fitting sample) and OUT_DIR/semantic.json (the index). Defaults follow STEGO."
         ),
+        input=("DIR|GLOB|LIST.txt", "the images (folder searched recursively, glob or .txt list); PNG names are the "
+                                    "paths relative to this root with .png", "--images"),
+        output=("OUT_DIR", "folder the maps and centroids are written to", "--output-dir"),
     )
-    _common.add_renamed(parser, "--input", "--images", required=True, metavar="DIR|GLOB|LIST.txt",
-                        help="the images (folder searched recursively, glob or .txt list); PNG names are the "
-                             "paths relative to this root with .png")
-    _common.add_renamed(parser, "--output", "--output-dir", required=True, metavar="OUT_DIR",
-                        help="folder the maps and centroids are written to")
-    parser.add_argument("--max-images", type=int, default=None, metavar="N",
-                        help="process only the first N images in sorted order (default: all)")
+    _common.add_max_images_arg(parser, "images")
     _common.add_backbone_args(parser, "dino_vitb8", "STEGO's COCO-Stuff model, DINO ViT-B/8", output="clusters")
     feat = parser.add_argument_group("patch features")
     feat.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE,
@@ -38,11 +34,9 @@ def register(subparsers) -> None:
                            "fitting set at N_images x this)")
     feat.add_argument("--crf", action="store_true",
                       help="refine each map with a dense CRF (STEGO src/crf.py parameters) (default: off)")
-    feat.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                      help="larger images are refused and listed in the failures (default: %(default)s)")
+    _common.add_max_pixels_arg(feat)
     add_kmeans_args(parser, DEFAULT_NUM_STUFF, "COCO-Stuff-27 as STEGO and U2Seg")
     _common.add_run_args(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:
@@ -59,7 +53,7 @@ def run(args) -> int:
         items, args.output, clusterer, backbone=args.backbone, centroids=args.centroids,
         crf=args.crf, input_size=args.input_size, samples_per_image=args.samples_per_image, seed=args.seed,
         weights=args.weights, device=_common.device_from_args(args), random_init=args.random_init,
-        max_pixels=args.max_pixels, **kwargs)
+        max_pixels=_common.max_pixels(args), **kwargs)
     if summary is None:
         print(f"shard done; join the sample shards with `seg-suite merge --output {args.output}/samples.json "
               f"<shard files>`, then rerun with --resume (and the same shard flags) to fit the centroids and "

@@ -13,8 +13,8 @@ from seg_suite.io.files import load_json
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "visualize",
+    p = _common.add_command(
+        subparsers, "visualize", run,
         help="draw the masks of a COCO file over its images",
         description="Write one overlay PNG per image (distinct colour and outline per mask; score and "
                     "category text when present). Draws COCO instance files, pseudo-label files and "
@@ -41,7 +41,6 @@ def register(subparsers) -> None:
                         "(default: %(default)s, draw all)")
     p.add_argument("--alpha", type=float, default=0.5, help="mask opacity (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (default: shown)")
-    p.set_defaults(func=run)
 
 
 class _GtJson(argparse.Action):

@@ -28,15 +28,32 @@ All three are deterministic under ``random_state`` on a fixed machine and thread
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from seg_suite.devices import resolve_device
 from seg_suite.errors import UserError
+from seg_suite.params import Params, at_least, one_of, param
 
 BACKENDS = ("torch", "sklearn", "faiss")
 # U2Seg clusters CutLER masks into 300 classes for its COCO models (800 as the large setting).
 DEFAULT_N_CLUSTERS = 300
+
+
+@dataclass(frozen=True)
+class KMeansParams(Params):
+    """The :class:`MaskClusterer` settings a command sets; ``MaskClusterer(**p.to_dict())``."""
+
+    n_clusters: int = param(DEFAULT_N_CLUSTERS, "number of clusters", "U2Seg's COCO setting; 800 is its large one",
+                            at_least(1))
+    backend: str = param("torch", "torch: mini-batch k-means with k-means++ init, streamed from the memory-mapped "
+                                  "features; sklearn: scikit-learn's MiniBatchKMeans in RAM; faiss: faiss.Kmeans "
+                                  "(random init)", check=one_of(*BACKENDS))
+    random_state: int = param(0, "random_state of the clustering")
+    batch_size: int = param(4096, "rows per k-means mini-batch", check=at_least(1))
+    max_iter: int = param(100, "at most this many passes over the features; mini-batch k-means usually stops "
+                               "earlier on scikit-learn's no-improvement rule", "scikit-learn's max_iter", at_least(1))
 
 
 def _rows(x, index) -> np.ndarray:

@@ -16,7 +16,7 @@ checkpoint and the state dict loaded strictly. Refinement of coarse masks is in
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -24,13 +24,14 @@ import numpy as np
 import torch
 
 from seg_suite.errors import MissingWeightsError, UserError
+from seg_suite.params import Params, at_least, between, param
 
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
 SAM_PAGE = "https://github.com/facebookresearch/segment-anything#model-checkpoints"
 
 
 @dataclass(frozen=True)
-class SamArch:
+class SamArch(Params):
     """The sizes of one SAM model. Defaults are segment-anything's ``build_sam.py`` ``_build_sam``
     (1024-pixel input, 16-pixel patches, 14-pixel windows, 256-d prompts, 2-layer two-way decoder).
     """
@@ -51,15 +52,6 @@ class SamArch:
     decoder_num_heads: int = 8
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["encoder_global_attn_indexes"] = list(self.encoder_global_attn_indexes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SamArch":
-        return cls(**{**d, "encoder_global_attn_indexes": tuple(d["encoder_global_attn_indexes"])})
 
 
 # segment_anything/build_sam.py: build_sam_vit_b / _l / _h, and the README's checkpoint list.
@@ -212,8 +204,12 @@ def embed_image(predictor, image: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------ generation
+SAM_SOURCE = "segment-anything's"  # automatic_mask_generator.py, SamAutomaticMaskGenerator.__init__
+FRACTION = between(0, 1)
+
+
 @dataclass(frozen=True)
-class SamGeneratorParams:
+class SamGeneratorParams(Params):
     """``SamAutomaticMaskGenerator`` settings that change the result.
 
     Defaults are segment-anything's (``automatic_mask_generator.py``, ``__init__``); they were
@@ -221,28 +217,29 @@ class SamGeneratorParams:
     passed separately.
     """
 
-    points_per_side: int = 32
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    crop_n_layers: int = 0
-    crop_nms_thresh: float = 0.7  # box NMS across crops; 1.0 keeps every crop's masks
-    crop_overlap_ratio: float = 512 / 1500
-    crop_n_points_downscale_factor: int = 1
-    min_mask_region_area: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> None:
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}")
-        if self.points_per_side < 1 or self.crop_n_layers < 0 or self.min_mask_region_area < 0:
-            raise UserError("need points-per-side >= 1, crop-n-layers >= 0 and min-mask-region-area >= 0")
-        if self.crop_n_points_downscale_factor < 1 or not 0.0 <= self.crop_overlap_ratio < 1.0:
-            raise UserError("need crop-n-points-downscale-factor >= 1 and 0 <= crop-overlap-ratio < 1")
+    points_per_side: int = param(32, "an N x N grid of point prompts per image (crop layer 0)", SAM_SOURCE,
+                                 at_least(1), metavar="N")
+    pred_iou_thresh: float = param(0.88, "drop masks whose predicted IoU is below T", SAM_SOURCE, FRACTION,
+                                   metavar="T")
+    stability_score_thresh: float = param(
+        0.95, "drop masks whose stability score (IoU of the mask thresholded at +-offset) is below T", SAM_SOURCE,
+        FRACTION, metavar="T")
+    stability_score_offset: float = param(1.0, "logit offset used by the stability score", SAM_SOURCE, metavar="O")
+    box_nms_thresh: float = param(0.7, "box IoU above which duplicate masks within one crop are suppressed",
+                                  SAM_SOURCE, FRACTION, metavar="T")
+    crop_n_layers: int = param(0, "also run on crops: layer i splits the image into 2^i x 2^i overlapping crops",
+                               f"{SAM_SOURCE}, whole image only", at_least(0), metavar="L")
+    crop_nms_thresh: float = param(
+        0.7, "cross-crop NMS: with --crop-n-layers > 0, box IoU above which a mask duplicated by another crop is "
+             "suppressed (the smaller crop's mask wins); 1.0 keeps every crop's masks", SAM_SOURCE, FRACTION,
+        metavar="T")
+    crop_overlap_ratio: float = param(512 / 1500, "overlap of neighbouring crops in layer 1, as a fraction of the "
+                                                  "image side", f"{SAM_SOURCE} 512/1500",
+                                      between(0, 1, open_high=True), metavar="R")
+    crop_n_points_downscale_factor: int = param(1, "points per side in crop layer i are divided by F^i", SAM_SOURCE,
+                                                at_least(1), metavar="F")
+    min_mask_region_area: int = param(0, "remove holes and islands smaller than A pixels from each mask, then "
+                                         "re-run NMS", f"{SAM_SOURCE}, off", at_least(0), metavar="A")
 
 
 @dataclass
@@ -264,7 +261,6 @@ def make_generator(model, params: SamGeneratorParams, points_per_batch: int = 64
     """A ``SamAutomaticMaskGenerator`` for ``model`` (64 points per batch: segment-anything's default)."""
     from segment_anything import SamAutomaticMaskGenerator
 
-    params.validate()
     return SamAutomaticMaskGenerator(model, points_per_batch=points_per_batch, output_mode="binary_mask",
                                      **params.to_dict())
 

@@ -18,17 +18,20 @@ refining MaskCut masks with SAM); its defaults are explained at :class:`RefinePa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 
-from seg_suite.errors import UserError
+from seg_suite.params import Params, at_least, between, param
+
+
+OURS = "seg_suite's choice"  # there is no published recipe for prompting SAM with coarse masks
 
 
 @dataclass(frozen=True)
-class RefineParams:
+class RefineParams(Params):
     """Prompt and keep-rule settings (our choices, see the module docstring).
 
     num_positive: points inside the mask, picked by farthest-point sampling on the mask's
@@ -43,22 +46,20 @@ class RefineParams:
         (default 0.5).
     """
 
-    num_positive: int = 2
-    num_negative: int = 2
-    ring_inner: float = 0.05
-    ring_outer: float = 0.10
-    iou_thresh: float = 0.5
+    num_positive: int = param(2, "positive points per mask: its most interior pixel, then farthest-point sampling",
+                              OURS, at_least(0), metavar="K")
+    num_negative: int = param(2, "negative points per mask, spread on a ring outside it", OURS, at_least(0),
+                              metavar="K")
+    ring_inner: float = param(0.05, "the ring starts F * sqrt(mask area) pixels (at least 2) outside the mask", OURS,
+                              at_least(0), metavar="F")
+    ring_outer: float = param(0.10, "the ring ends F * sqrt(mask area) pixels (at least 4) outside the mask", OURS,
+                              at_least(0), metavar="F")
+    iou_thresh: float = param(0.5, "keep SAM's mask when its IoU with the coarse mask is >= T, else the coarse mask",
+                              "seg_suite's rule", between(0, 1), metavar="T")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def validate(self) -> None:
-        if self.num_positive < 0 or self.num_negative < 0:
-            raise UserError("--num-positive and --num-negative must be >= 0")
-        if not 0.0 <= self.ring_inner <= self.ring_outer:
-            raise UserError("need 0 <= --ring-inner <= --ring-outer")
-        if not 0.0 <= self.iou_thresh <= 1.0:
-            raise UserError(f"--iou-thresh must be in [0, 1], got {self.iou_thresh}")
+    def check(self) -> None:
+        if self.ring_inner > self.ring_outer:
+            self.refuse("ring_inner", f"at most ring_outer ({self.ring_outer:g})")
 
 
 @dataclass
@@ -223,7 +224,6 @@ def refine_masks(predictor, image: np.ndarray, masks: list[np.ndarray], params: 
     memory (64, segment-anything's ``points_per_batch``: one batch for MaskCut's <= 3 masks).
     Empty coarse masks are kept as they are (``refine_iou`` None).
     """
-    params.validate()
     h, w = image.shape[:2]
     for m in masks:
         if m.shape != (h, w):

@@ -7,38 +7,33 @@ on the shared runner.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import numpy as np
 
+from seg_suite.params import INT_SET, Params, Rule, one_of, param
+from seg_suite.pseudo.motion.flow import DIS_PRESETS, FLOW_BACKENDS
 from seg_suite.pseudo.motion.flow_cache import FlowCache, stream_motion
 from seg_suite.pseudo.motion.grouping import GroupingParams, MotionGrouper, split_components
 from seg_suite.pseudo.motion.video import Sequence
 
 
-@dataclass
-class MotionMaskParams:
+@dataclass(frozen=True)
+class MotionMaskParams(Params):
     """Everything that changes the masks (recorded in the output's info)."""
 
-    flow_backend: str = "dis"
-    flow_preset: str = "fast"
-    gaps: tuple[int, ...] = (1,)
-    backward: bool = True  # also use flow t -> t-1 (both directions, as RCF does)
-    crf: bool = False  # dense-CRF refinement on appearance (seg_suite.pseudo.crf), ~0.2-0.4 s/frame
+    flow_backend: str = param("dis", "flow backend", "OpenCV DIS, no weights", one_of(*FLOW_BACKENDS))
+    flow_preset: str = param("fast", "DIS preset", "measured the best speed/quality at 854x480 on 2 cores, see "
+                                                   "seg_suite/pseudo/motion/flow.py", one_of(*DIS_PRESETS))
+    gaps: tuple[int, ...] = param((1,), "frame gaps at which forward and backward flow are computed (and cached); "
+                                        "grouping uses gap 1", None,
+                                  Rule("positive integers including 1", lambda g: min(g) >= 1 and 1 in g),
+                                  INT_SET, "1[,2]")
+    backward: bool = param(True, "also use flow t -> t-1", "both directions, as RCF does")
+    crf: bool = param(False, "refine each frame's mask with a dense CRF on the image (seg_suite.pseudo.crf, "
+                             "CutLER's parameters); sharper masks, ~0.2-0.4 s per frame")
     grouping: GroupingParams = field(default_factory=GroupingParams)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["gaps"] = list(self.gaps)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MotionMaskParams":
-        d = dict(d)
-        d["gaps"] = tuple(d.get("gaps", (1,)))
-        d["grouping"] = GroupingParams(**d.get("grouping", {}))
-        return cls(**d)
 
 
 @dataclass
