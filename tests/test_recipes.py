@@ -112,7 +112,7 @@ def test_an_unknown_key_is_refused_with_the_valid_keys():
                                          ("stages.maskcut.crf=1", "takes a bool"),
                                          ("stages.maskcut.tau", "not KEY=VALUE"),
                                          ("executor.kind=cloud", "executor.kind is 'cloud'; allowed: local, slurm"),
-                                         ("executor.array_tasks=0", "integer >= 1")])
+                                         ("executor.array_tasks=0", "executor.array_tasks is 0; allowed: an integer >= 1")])
 def test_bad_values_are_refused_in_one_line(item, match):
     with pytest.raises(UserError, match=match) as err:
         load_recipe("cutler", [item])
@@ -190,7 +190,7 @@ def test_the_smoke_preset_resolves_to_the_synthetic_set_and_needs_nothing(name, 
 def test_paths_are_relative_to_where_they_are_written(tmp_path, monkeypatch):
     path = _small(tmp_path / "recipes")
     monkeypatch.chdir(tmp_path)
-    recipe = load_recipe(path, [f"weights.train.path=cwd/w.pkl"], "tiny")
+    recipe = load_recipe(path, ["weights.train.path=cwd/w.pkl"], "tiny")
     assert recipe.data["datasets"]["train"]["path"] == str(tmp_path / "recipes" / "tiny_imgs")  # preset: the file
     assert recipe.data["datasets"]["eval"]["annotations"] == str(tmp_path / "recipes" / "val.json")
     assert recipe.data["stages"]["train"]["config"] == str(tmp_path / "recipes" / "train.yaml")

@@ -1,18 +1,24 @@
 """Recipe files: a published method's datasets, evaluation set, weights, stages and executor, as data.
 
 A recipe is a YAML file (the shipped ones: ``configs/recipes/{cutler,u2seg,rcf}.yaml``) read with the
-safe loader, with these sections: ``datasets`` (name -> ``kind`` and its fields, :data:`DATASET_KINDS`),
-``evaluation`` (the scored dataset, an optional ``fit_dataset`` for the cluster -> class mapping,
-``extra`` datasets scored when given), ``weights`` (stage -> one of ``backbone``, ``sam``, ``raft``,
-``file`` (+ ``url``) or ``path``; none set means random initialisation), ``stages`` (name -> ``kind``
-and parameters, run in file order: each depends on the ones before it), ``executor`` (local or SLURM,
-with sbatch parameters) and ``presets`` (name -> ``{dotted key: value}``).
+safe loader, with these sections (their schema: :mod:`seg_suite.workflows.recipe_schema`):
+``datasets`` (name -> ``kind`` and its fields), ``evaluation`` (the scored dataset, an optional
+``fit_dataset`` for the cluster -> class mapping, ``extra`` datasets scored when given), ``weights``
+(stage -> one of ``backbone``, ``sam``, ``raft``, ``file`` (+ ``url``) or ``path``; none set means
+random initialisation), ``stages`` (name -> ``kind`` and parameters, run in file order: each depends
+on the ones before it), ``executor`` (local or SLURM, with sbatch parameters) and ``presets``
+(name -> ``{dotted key: value}``).
 
 Paths are resolved where they are written: a path in the file (or in one of its presets) is relative
 to the recipe file's folder, like a ``_BASE_``; a path given with ``--set`` is relative to the current
 folder, like every path on a command line. ``--set KEY=VALUE`` takes a dotted key that exists in the
 recipe (``stages.maskcut.tau=0.2``; keys holding dots, such as a training override
-``stages.train.opts.SOLVER.MAX_ITER``, are matched longest first) and a value parsed as YAML data.
+``stages.train.opts.SOLVER.MAX_ITER``, are matched longest first) and a value parsed as YAML data. A key
+that is not in the recipe is refused; to add a training override, set the whole mapping
+(``stages.train.opts={SOLVER.MAX_ITER: 10}``).
+
+Weights files are looked for where the backbone and SAM resolvers look ($SEG_SUITE_WEIGHTS,
+``~/.cache/seg_suite/weights``, torch.hub's checkpoints); nothing is downloaded here.
 
 A stage's key hashes its resolved configuration (its parameters, the datasets and weights it reads,
 the evaluation section for evaluation stages) together with the key of the stage before it, so a
@@ -26,7 +32,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,46 +42,13 @@ from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write, file_sha256
 from seg_suite.io.paths import output_path_under
 from seg_suite.io.safe_yaml import load_yaml
-from seg_suite.pipeline import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL
+from seg_suite.workflows.recipe_schema import DATASET_KINDS, PATH_KEYS, REQUIRED, check, validate
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 LOCK_FILE = "recipe.lock.yaml"
-REQUIRED = object()
-SECTIONS = {"recipe": str, "description": str, "datasets": dict, "evaluation": dict, "weights": dict,
-            "stages": dict, "executor": dict}
-# Each dataset kind's fields and defaults; "source" says where to get the data.
-DATASET_KINDS = {
-    "image_folder": {"path": REQUIRED, "source": None},
-    "coco": {"images": REQUIRED, "annotations": REQUIRED, "panoptic": None, "panoptic_dir": None,
-             "semantic_dir": None, "source": None},
-    "davis": {"root": REQUIRED, "resolution": "480p", "source": None},
-    # Made by the run inside its output folder (seg_suite.data.synthetic); sizes as seg_suite.pipeline's.
-    "synthetic": {"split": REQUIRED, "num_train": DEFAULT_NUM_TRAIN, "num_val": DEFAULT_NUM_VAL,
-                  "num_videos": 4, "seed": 0},
-}
-PATH_KEYS = frozenset({"path", "images", "annotations", "panoptic", "panoptic_dir", "semantic_dir", "root", "config"})
-SYNTHETIC_SPLITS = ("train", "val", "videos")
-WEIGHT_FORMS = ("backbone", "sam", "raft", "file", "path")
-EVALUATION_KEYS = ("dataset", "fit_dataset", "protocol", "metrics", "extra")
-EXECUTOR_KEYS = {"kind": ("local", "slurm"), "array_tasks": int, "partition": str, "account": str, "gpus": int,
-                 "cpus": int, "mem": str, "time": str}
+SBATCH_FLAGS = (("partition", "partition"), ("account", "account"), ("gpus", "gpus"), ("cpus-per-task", "cpus"),
+                ("mem", "mem"), ("time", "time"))
 SHARDED_KINDS = frozenset({"maskcut", "cluster", "stuff", "panoptic", "motion_masks"})
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a stage's name is also its output folder's name
-
-
-def _stage_kinds() -> dict[str, tuple[str, ...]]:
-    from seg_suite.pseudo.maskcut import MaskCutParams
-    from seg_suite.pseudo.motion.pipeline import MotionMaskParams
-    from seg_suite.pseudo.motion.rcf_segmenter import RCFConfig
-
-    def fields(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    return {"maskcut": fields(MaskCutParams), "cluster": ("n_clusters", "mode", "input_size", "seed"),
-            "stuff": ("num_stuff", "input_size", "samples_per_image", "seed"), "panoptic": ("max_overlap",),
-            "train": ("config", "opts"), "self_train": ("rounds", "thresholds", "merge_iou", "opts"),
-            "motion_masks": fields(MotionMaskParams), "train_rcf": fields(RCFConfig),
-            "evaluate_class_agnostic": (), "evaluate_unsupervised": (), "evaluate_video": ()}
 
 
 # ------------------------------------------------------------------ dotted keys
@@ -133,64 +105,6 @@ def _resolve_paths(section: Any, base: Path) -> None:
                     entry[k] = _resolve(entry[k], base)
 
 
-# ------------------------------------------------------------------ validation
-def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"{where}: {message}")
-
-
-def _validate(data: dict, where: str) -> None:
-    _check(isinstance(data, dict), where, "a recipe is a mapping of sections")
-    for key, kind in SECTIONS.items():
-        _check(key not in data or isinstance(data[key], kind), where, f"{key} must be a {kind.__name__}")
-    unknown = sorted(set(data) - set(SECTIONS))
-    _check(not unknown, where, f"unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}, presets")
-    _check(bool(data.get("datasets")) and bool(data.get("stages")), where, "needs datasets and stages sections")
-    for name, ds in data["datasets"].items():
-        at = f"datasets.{name}"
-        _check(isinstance(ds, dict) and ds.get("kind") in DATASET_KINDS, where,
-               f"{at}.kind must be one of {', '.join(DATASET_KINDS)}")
-        fields = DATASET_KINDS[ds["kind"]]
-        extra = sorted(set(ds) - set(fields) - {"kind"})
-        _check(not extra, where, f"{at} ({ds['kind']}) has unknown field(s) {extra}; allowed: {', '.join(fields)}")
-        missing = [k for k, v in fields.items() if v is REQUIRED and k not in ds]
-        _check(not missing, where, f"{at} ({ds['kind']}) needs {', '.join(missing)}")
-        data["datasets"][name] = {"kind": ds["kind"], **{k: ds.get(k, v) for k, v in fields.items()}}
-        _check(ds["kind"] != "synthetic" or ds["split"] in SYNTHETIC_SPLITS, where,
-               f"{at}.split must be one of {', '.join(SYNTHETIC_SPLITS)}")
-    kinds = _stage_kinds()
-    for name, stage in data["stages"].items():
-        at = f"stages.{name}"
-        _check(bool(_NAME.match(str(name))), where, f"stage name {name!r}: lower-case letters, digits and _")
-        _check(isinstance(stage, dict) and stage.get("kind") in kinds, where,
-               f"{at}.kind must be one of {', '.join(kinds)}")
-        extra = sorted(set(stage) - set(kinds[stage["kind"]]) - {"kind", "dataset"})
-        _check(not extra, where, f"{at} ({stage['kind']}) has unknown parameter(s) {extra}; "
-                                 f"allowed: dataset, {', '.join(kinds[stage['kind']])}")
-        _check(stage.get("dataset") in (None, *data["datasets"]), where, f"{at}.dataset names no dataset")
-    evaluation = data.setdefault("evaluation", {})
-    _check(not set(evaluation) - set(EVALUATION_KEYS), where, f"evaluation takes {', '.join(EVALUATION_KEYS)}")
-    for ref in (evaluation.get("dataset"), evaluation.get("fit_dataset"), *(evaluation.get("extra") or ())):
-        _check(ref is None or ref in data["datasets"], where, f"evaluation names dataset {ref!r}, not in datasets")
-    for stage, entry in data.setdefault("weights", {}).items():
-        _check(stage in data["stages"], where, f"weights.{stage} names no stage")
-        _check(isinstance(entry, dict) and not set(entry) - {*WEIGHT_FORMS, "url"}, where,
-               f"weights.{stage} takes one of {', '.join(WEIGHT_FORMS)} (and url)")
-        _check(sum(entry.get(k) is not None for k in WEIGHT_FORMS) <= 1, where,
-               f"weights.{stage} sets more than one of {', '.join(WEIGHT_FORMS)}")
-    executor = data.setdefault("executor", {"kind": "local"})
-    for key, value in executor.items():
-        rule = EXECUTOR_KEYS.get(key)
-        _check(rule is not None, where, f"executor.{key} is unknown; allowed: {', '.join(EXECUTOR_KEYS)}")
-        if isinstance(rule, tuple):
-            _check(value in rule, where, f"executor.{key} is {value!r}; allowed: {', '.join(rule)}")
-        elif rule is int:
-            low = 0 if key == "gpus" else 1
-            _check(type(value) is int and value >= low, where, f"executor.{key} must be an integer >= {low}")
-        else:
-            _check(value is None or isinstance(value, str), where, f"executor.{key} must be a string or null")
-
-
 # ------------------------------------------------------------------ weights
 def _locate(entry: dict) -> tuple[str, Path | None, str | None, Path] | None:
     """(file name, the local file if found, download URL, where to put it) of a weights entry, or None."""
@@ -235,15 +149,19 @@ class Recipe:
     sets: tuple[str, ...]
     data: dict
 
+    def _uses(self, name: str) -> list[str]:
+        """The datasets stage ``name`` reads; an evaluation stage reads the evaluation section's."""
+        stage, ev = self.data["stages"][name], self.data["evaluation"]
+        names = [stage.get("dataset")]
+        if stage["kind"].startswith("evaluate"):
+            names += [ev.get("dataset"), ev.get("fit_dataset"), *(ev.get("extra") or ())]
+        return [n for n in names if n is not None]
+
     def _stage_config(self, name: str) -> dict:
         stage, d = self.data["stages"][name], self.data
-        used = [stage.get("dataset")]
-        config = {"name": name, "stage": stage, "weights": d["weights"].get(name, {})}
-        if stage["kind"].startswith("evaluate"):
-            config["evaluation"] = d["evaluation"]
-            used += [d["evaluation"].get(k) for k in ("dataset", "fit_dataset")] + list(d["evaluation"].get("extra") or ())
-        config["datasets"] = {n: d["datasets"][n] for n in used if n is not None}
-        return config
+        return {"name": name, "stage": stage, "weights": d["weights"].get(name, {}),
+                "evaluation": d["evaluation"] if stage["kind"].startswith("evaluate") else None,
+                "datasets": {n: d["datasets"][n] for n in self._uses(name)}}
 
     def stage_keys(self) -> dict[str, str]:
         """Stage name -> hash of its resolved configuration and the previous stage's key, in run order."""
@@ -280,11 +198,6 @@ class Recipe:
             yaml.safe_dump(doc, fh, sort_keys=False, default_flow_style=False)
         return path
 
-    def _datasets_needed(self) -> list[str]:
-        names = [s.get("dataset") for s in self.data["stages"].values()]
-        names += [self.data["evaluation"].get(k) for k in ("dataset", "fit_dataset")]
-        return list(dict.fromkeys(n for n in names if n is not None))
-
     def preflight(self) -> list[str]:
         """One line per missing weights file or dataset: what is missing, where to get it, where to put it."""
         problems = []
@@ -294,25 +207,25 @@ class Recipe:
                 file, _, url, put_at = located
                 problems.append(f"stage {stage}: weights file {file} not found; download it from "
                                 f"{url or '(no public URL known)'} and put it at {put_at}")
-        extra = [n for n in self.data["evaluation"].get("extra") or () if self.data["datasets"][n].get("root")]
-        for name in self._datasets_needed() + extra:
+        extra = set(self.data["evaluation"].get("extra") or ())
+        for name in dict.fromkeys(n for stage in self.data["stages"] for n in self._uses(stage)):
             ds = self.data["datasets"][name]
-            for field in (k for k in DATASET_KINDS[ds["kind"]] if k in PATH_KEYS):
-                value, required = ds[field], DATASET_KINDS[ds["kind"]][field] is REQUIRED
-                if value is None and required:
+            fields = [k for k in DATASET_KINDS[ds["kind"]] if k in PATH_KEYS]
+            if name in extra and all(ds[k] is None for k in fields):
+                continue  # an extra evaluation set is scored only when it is given
+            for field in fields:
+                if ds[field] is None and DATASET_KINDS[ds["kind"]][field] is REQUIRED:
                     problems.append(f"dataset {name} ({ds['kind']}): no {field} given; set datasets.{name}.{field}")
-                elif value is not None and not os.path.exists(value):
-                    problems.append(f"dataset {name} ({ds['kind']}): {field} {value} not found; get it from "
-                                    f"{ds.get('source') or 'its publisher'} and put it at {value} "
+                elif ds[field] is not None and not os.path.exists(ds[field]):
+                    problems.append(f"dataset {name} ({ds['kind']}): {field} {ds[field]} not found; get it from "
+                                    f"{ds.get('source') or 'its publisher'} and put it at {ds[field]} "
                                     f"(or --set datasets.{name}.{field}=PATH)")
         return problems
 
     def describe(self) -> str:
         """What ``--dry-run`` prints: the stages in order, their keys, and where each would run."""
         ex = self.data["executor"]
-        sbatch = " ".join(f"--{flag}={ex[key]}" for flag, key in (("partition", "partition"), ("account", "account"),
-                          ("gpus", "gpus"), ("cpus-per-task", "cpus"), ("mem", "mem"), ("time", "time"))
-                          if ex.get(key) is not None)
+        sbatch = " ".join(f"--{flag}={ex[key]}" for flag, key in SBATCH_FLAGS if ex.get(key) is not None)
         lines = [f"recipe {self.name} ({self.source})" + (f", preset {self.preset}" if self.preset else "")
                  + "".join(f", --set {s}" for s in self.sets)]
         for i, (name, key) in enumerate(self.stage_keys().items(), 1):
@@ -342,23 +255,23 @@ def load_recipe(name_or_path: str | os.PathLike, sets: list[str] | tuple = (), p
         raise UserError(f"recipe {name_or_path} not found: give a recipe file or one of {', '.join(shipped_recipes())}")
     data = load_yaml(path, "recipe file")
     where, base = str(path), path.resolve().parent
-    _check(isinstance(data, dict), where, "a recipe is a mapping of sections")
+    check(isinstance(data, dict), where, "a recipe is a mapping of sections")
     presets = data.pop("presets", None) or {}
     if preset is not None:
-        _check(preset in presets, where, f"no preset {preset!r}; this recipe has: {', '.join(presets) or 'none'}")
-        _check(isinstance(presets[preset], dict), where, f"presets.{preset} must map dotted keys to values")
+        check(preset in presets, where, f"no preset {preset!r}; this recipe has: {', '.join(presets) or 'none'}")
+        check(isinstance(presets[preset], dict), where, f"presets.{preset} must map dotted keys to values")
     for section in ("datasets", "weights", "stages"):
         _resolve_paths(data.get(section), base)
     for key, value in (presets[preset] if preset else {}).items():
         _assign(data, str(key), value, f"{where}, presets.{preset}", base)
     for item in sets:
         key, eq, text = item.partition("=")
-        _check(bool(eq and key), "--set", f"{item!r} is not KEY=VALUE")
+        check(bool(eq and key), "--set", f"{item!r} is not KEY=VALUE")
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise UserError(f"--set {key}: {text!r} is not a YAML value "
                             f"({str(err).splitlines()[0]}); values are data only") from None
         _assign(data, key.strip(), value, "--set", Path.cwd())
-    _validate(data, where)
+    validate(data, where)
     return Recipe(str(data.get("recipe") or path.stem), path.resolve(), preset, tuple(sets), data)
