@@ -1,0 +1,1 @@
+"""Workflows: a published method run end to end from a recipe file (recipes, stages, resume)."""
