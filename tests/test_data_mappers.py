@@ -17,7 +17,7 @@ from seg_suite.data.mappers import (
     build_train_mapper,
     copy_paste,
 )
-from seg_suite.engine.config import add_training_config
+from seg_suite.config import add_training_config
 from seg_suite.errors import UserError
 from seg_suite.io.panoptic import rgb_to_id
 from seg_suite.io.masks import rle_to_mask

@@ -1,4 +1,4 @@
-"""The end-to-end unsupervised pipeline (seg_suite.pipeline, `seg-suite pipeline`) on the synthetic set.
+"""The end-to-end unsupervised pipeline (seg_suite.workflows.pipeline, `seg-suite pipeline`) on the synthetic set.
 
 The slow test runs every stage on a small synthetic set and checks the three headline numbers
 against thresholds set from measured runs; a rerun must skip every stage and give the same table.
@@ -31,7 +31,7 @@ def one_thread():
 
 @pytest.mark.slow
 def test_pipeline_end_to_end_beats_chance_and_resumes(tmp_path, capsys, one_thread):
-    from seg_suite.pipeline import format_table, load_summary
+    from seg_suite.workflows.pipeline import format_table, load_summary
 
     out = tmp_path / "run"
     assert seg_suite(["pipeline", "--output", str(out), *TEST_ARGS]) == 0
@@ -86,7 +86,7 @@ def test_pipeline_end_to_end_beats_chance_and_resumes(tmp_path, capsys, one_thre
 
 
 def test_rerun_with_other_parameters_is_refused(tmp_path, capsys):
-    from seg_suite.pipeline import run_unsupervised_pipeline
+    from seg_suite.workflows.pipeline import run_unsupervised_pipeline
 
     out = tmp_path / "run"
     out.mkdir()
@@ -100,7 +100,7 @@ def test_rerun_with_other_parameters_is_refused(tmp_path, capsys):
 
 
 def test_table_names_metrics_and_protocol():
-    from seg_suite.pipeline import format_table
+    from seg_suite.workflows.pipeline import format_table
 
     table = format_table({"class_agnostic_AP50": 41.25, "hungarian_mIoU": 55.5, "PQ": 33.04, "PQ_things": 20.0,
                           "PQ_stuff": 60.0, "pseudo_AP50_train": 58.6, "protocol": "hungarian",

@@ -67,7 +67,7 @@ def test_each_shipped_recipe_loads_and_validates(name, preset):
 
 
 def test_the_recipes_defaults_are_the_librarys_published_ones():
-    from seg_suite.engine.self_training import DEFAULT_MERGE_IOU, DEFAULT_THRESHOLDS
+    from seg_suite.workflows.self_training import DEFAULT_MERGE_IOU, DEFAULT_THRESHOLDS
     from seg_suite.pseudo.maskcut import MaskCutParams
     from seg_suite.pseudo.motion.pipeline import MotionMaskParams
 
@@ -182,7 +182,7 @@ def test_the_smoke_preset_resolves_to_the_synthetic_set_and_needs_nothing(name, 
     used.add(recipe.data["evaluation"]["dataset"])
     for ds in used:
         assert recipe.data["datasets"][ds]["kind"] == "synthetic"
-        assert recipe.data["datasets"][ds]["num_train"] == 32  # filled from seg_suite.pipeline's defaults
+        assert recipe.data["datasets"][ds]["num_train"] == 32  # filled from seg_suite.workflows.pipeline's defaults
     assert recipe.data["executor"]["kind"] == "local"
     assert recipe.preflight() == []
 

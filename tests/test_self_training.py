@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seg_suite.engine.self_training import merge_pseudo_labels, pairwise_mask_iou, round_thresholds
+from seg_suite.workflows.self_training import merge_pseudo_labels, pairwise_mask_iou, round_thresholds
 from seg_suite.errors import UserError
 from seg_suite.io.masks import mask_iou, mask_to_rle, rle_to_mask
 
@@ -130,7 +130,7 @@ def synth(tmp_path_factory):
 
 
 def _self_train(synth, out, rounds, resume=False):
-    from seg_suite.engine.self_training import self_train
+    from seg_suite.workflows.self_training import self_train
 
     return self_train(CONFIG, str(synth[0]), str(synth[1]), str(out), rounds=rounds, thresholds=THRESHOLDS[:rounds],
                       resume=resume, opts=OPTS, num_gpus=0)
@@ -143,7 +143,7 @@ def _predictions(folder: Path) -> list:
 
 
 def test_bad_inputs_are_one_line_errors(synth, tmp_path):
-    from seg_suite.engine.self_training import self_train
+    from seg_suite.workflows.self_training import self_train
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -174,7 +174,7 @@ def _checkpoints(folder: Path) -> list:
 
 @pytest.mark.slow
 def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread, capsys, monkeypatch):
-    import seg_suite.engine.self_training as st
+    import seg_suite.workflows.self_training as st
 
     out = tmp_path / "st"
     # Round 1 alone, in this process.
@@ -248,7 +248,7 @@ def test_two_rounds_on_cpu_with_resume(synth, tmp_path, one_thread, capsys, monk
 
 
 def test_cli_rounds_one_uses_the_first_default_threshold(monkeypatch, tmp_path):
-    import seg_suite.engine.self_training as st
+    import seg_suite.workflows.self_training as st
     from seg_suite.cli import main as cli_main
 
     seen = {}

@@ -53,7 +53,7 @@ def train_net(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def run_in_process(*args: str) -> int:
-    from seg_suite.engine.launch import run
+    from seg_suite.cli._train_net import run
 
     return run(["--config-file", CONFIG, "--num-gpus", "0", *args])
 
@@ -105,7 +105,7 @@ def test_python_tag_in_a_base_file_never_runs(tmp_path, capsys):
     with pytest.raises(UserError, match=r"evil\.yaml, line 2: refused the YAML tag"):
         build_config(str(child), [], 0)
     out = tmp_path / "out"
-    from seg_suite.engine.launch import run
+    from seg_suite.cli._train_net import run
 
     assert run(["--config-file", str(child), "--num-gpus", "0", "OUTPUT_DIR", str(out)]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{evil}, line 2")
@@ -647,7 +647,7 @@ def test_train_net_refuses_a_huge_rle_without_allocating_it(tmp_path):
     images = _image(tmp_path)
     script = textwrap.dedent(f"""
         import json, resource, sys
-        from seg_suite.engine.launch import run
+        from seg_suite.cli._train_net import run
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         code = run({["--config-file", CONFIG, "--num-gpus", "0", "DATASETS.PSEUDO_COCO",
                      repr([["safety_huge", str(path), str(images)]]), "DATASETS.TRAIN", "('safety_huge',)",

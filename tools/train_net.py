@@ -11,12 +11,13 @@ Config files are read as data (a YAML Python tag is refused) and checked before 
 written. Exit codes: 0 done, 2 a mistake in the command or its files (one ``error:`` line),
 130 Ctrl-C, 143 SIGTERM; after either stop, rerun with --resume.
 
-All logic lives in seg_suite.engine (shared with self-training); see seg_suite/engine/launch.py.
+The flags are parsed by seg_suite/cli/_train_net.py, which calls seg_suite.engine.api's
+``train(cfg, ...)`` / ``evaluate(cfg, ...)``, the same calls self-training and the pipeline make.
 """
 
 import sys
 
-from seg_suite.engine.launch import run
+from seg_suite.cli._train_net import run
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from seg_suite import pipeline as P
+    from seg_suite.workflows import pipeline as P
 
     parser = subparsers.add_parser(
         "pipeline",
         help="end to end on the synthetic set: MaskCut -> clusters -> panoptic pseudo-labels -> training -> scores",
         description=(
-            "Run seg_suite.pipeline.run_unsupervised_pipeline: make the synthetic set, MaskCut pseudo-masks "
+            "Run seg_suite.workflows.pipeline.run_unsupervised_pipeline: make the synthetic set, MaskCut pseudo-masks "
             "(weight-free handcrafted backbone), k-means of the masks into K thing clusters, stuff clusters, "
             "U2Seg's panoptic assembly, one round of Mask2Former training on the panoptic pseudo-labels "
             "(tiny CPU config), predictions on the train and val images, and the evaluation against the "
@@ -22,15 +22,15 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for every stage's files")
     parser.add_argument("--num-train", type=int, default=P.DEFAULT_NUM_TRAIN,
                         help="synthetic train images: pseudo-labels, training, mapping fit (default: %(default)s, "
-                             "seg_suite.pipeline)")
+                             "seg_suite.workflows.pipeline)")
     parser.add_argument("--num-val", type=int, default=P.DEFAULT_NUM_VAL,
-                        help="synthetic val images, the scored split (default: %(default)s, seg_suite.pipeline)")
+                        help="synthetic val images, the scored split (default: %(default)s, seg_suite.workflows.pipeline)")
     parser.add_argument("--num-things", type=int, default=P.DEFAULT_NUM_THINGS,
-                        help="K, thing clusters; at least 4, the true thing categories (default: %(default)s, 2x over-clustering as U2Seg; seg_suite.pipeline)")
+                        help="K, thing clusters; at least 4, the true thing categories (default: %(default)s, 2x over-clustering as U2Seg; seg_suite.workflows.pipeline)")
     parser.add_argument("--num-stuff", type=int, default=P.DEFAULT_NUM_STUFF,
-                        help="S, stuff clusters (default: %(default)s: the 2 true stuff categories + 1 that the objects take; seg_suite.pipeline)")
+                        help="S, stuff clusters (default: %(default)s: the 2 true stuff categories + 1 that the objects take; seg_suite.workflows.pipeline)")
     parser.add_argument("--max-iter", type=int, default=P.DEFAULT_MAX_ITER,
-                        help="training iterations of the one round (default: %(default)s, seg_suite.pipeline: a few "
+                        help="training iterations of the one round (default: %(default)s, seg_suite.workflows.pipeline: a few "
                              "minutes on 2 CPU cores)")
     parser.add_argument("--seed", type=int, default=0, help="data, clustering and training seed (default: %(default)s)")
     parser.add_argument("--config-file", default=str(P.CONFIG), metavar="YAML",
@@ -44,7 +44,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from seg_suite.pipeline import format_table, run_unsupervised_pipeline
+    from seg_suite.workflows.pipeline import format_table, run_unsupervised_pipeline
 
     summary = run_unsupervised_pipeline(
         args.output, num_train=args.num_train, num_val=args.num_val, num_things=args.num_things,

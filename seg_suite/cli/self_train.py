@@ -8,7 +8,7 @@ from seg_suite.cli import _common
 
 
 def register(subparsers) -> None:
-    from seg_suite.engine.self_training import DEFAULT_MERGE_IOU, DEFAULT_THRESHOLDS
+    from seg_suite.workflows.self_training import DEFAULT_MERGE_IOU, DEFAULT_THRESHOLDS
 
     parser = subparsers.add_parser(
         "self-train",
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
             "  seg-suite self-train --config-file configs/pseudo/maskformer2_R50_class_agnostic.yaml \\\n"
             "    --input pseudo/imagenet_train.json --images datasets/imagenet/train \\\n"
             "    --output output/self_train --rounds 2 SOLVER.MAX_ITER 80000\n"
-            "Config key defaults: seg_suite/config.py and seg_suite/engine/config.py."
+            "Config key defaults: seg_suite/config/."
         ),
     )
     parser.add_argument("--config-file", required=True, metavar="FILE",
@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seg_suite.engine.self_training import self_train
+    from seg_suite.workflows.self_training import self_train
 
     summaries = self_train(
         args.config_file, args.input, args.images, args.output, rounds=args.rounds,

@@ -1,28 +1,27 @@
-"""Entry point logic of ``tools/train_net.py``: config set-up, training, evaluation, launching.
+"""The owner of training processes: the checked config, each process's set-up, and launching.
 
-detectron2 conventions (``default_argument_parser``): ``--config-file``, ``--num-gpus``,
-``--num-machines``, ``--machine-rank``, ``--dist-url``, ``--resume``, ``--eval-only`` and
-trailing ``KEY VALUE`` overrides; multi-GPU / multi-node runs go through detectron2's ``launch``
-(torch.distributed).
+:func:`build_config` turns a config file and ``KEY VALUE`` overrides into a frozen, checked
+config; :func:`launch_run` runs training or evaluation on it in one process per GPU
+(detectron2's ``launch``, torch.distributed), each process set up by :func:`prepare`. The typed
+entry points over these are :func:`seg_suite.engine.api.train` and
+:func:`seg_suite.engine.api.evaluate`.
 
-Devices. ``--num-gpus 0`` runs in this process on the CPU. ``MODEL.DEVICE`` left at detectron2's
-default (``cuda``) follows the machine: the CPU with ``--num-gpus 0`` or without CUDA (logged). A
+Devices. ``num_gpus 0`` runs in this process on the CPU. ``MODEL.DEVICE`` left at detectron2's
+default (``cuda``) follows the machine: the CPU with ``num_gpus 0`` or without CUDA (logged). A
 ``MODEL.DEVICE cuda`` written in the config or the overrides is a request: it is refused without
-CUDA, and refused with ``--num-gpus 0``, which contradicts it.
-
-Exit codes of :func:`run` (:mod:`seg_suite.errors`): 0 done, 2 a user mistake (one ``error:``
-line: bad config, missing weights or data, unwritable OUTPUT_DIR), 130 Ctrl-C, 143 SIGTERM (both
-keep the checkpoints written so far: rerun with ``--resume``), 1 a bug (with its traceback).
+CUDA (:func:`seg_suite.devices.resolve_device`, the rule of every command), and refused with
+``num_gpus 0``, which contradicts it.
 """
 
 from __future__ import annotations
 
-import argparse
-import gc
+import json
 import logging
 import os
 import sys
+import tempfile
 import warnings
+from dataclasses import dataclass
 
 import torch
 
@@ -36,21 +35,26 @@ with warnings.catch_warnings():
     import fvcore.nn  # noqa: F401
 
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 import seg_suite.modeling  # noqa: F401  (registers the MaskFormer components)
 from seg_suite import signals
-from seg_suite.config import add_seg_suite_config
+from seg_suite.config import (
+    add_seg_suite_config,
+    add_training_config,
+    check_config,
+    merge_config_file,
+    merge_overrides,
+)
 from seg_suite.data.datasets import register_from_cfg, register_synthetic
 from seg_suite.devices import parse_device, resolve_device
 from seg_suite.engine import file_io
-from seg_suite.engine.config import add_training_config, check_config, merge_config_file, merge_overrides
 from seg_suite.engine.trainer import Trainer
-from seg_suite.errors import EXIT_OK, EXIT_USER_ERROR, UserError
-from seg_suite.io.files import check_writable_dir
+from seg_suite.errors import UserError
+from seg_suite.io.files import atomic_write_json, check_writable_dir
 from seg_suite.modeling import MaskFormerCheckpointer
 from seg_suite.modeling.checkpoint import resume_candidates
 
@@ -82,7 +86,7 @@ def build_config(config_file: str = "", opts: list | None = None, num_gpus: int 
 
     The file and its ``_BASE_`` chain are read as data only (a YAML Python tag is refused);
     unknown keys, values of the wrong type and values that cannot train
-    (:data:`seg_suite.engine.config.VALUE_RULES`) are one-line UserErrors. Device rules: see the
+    (:data:`seg_suite.config.VALUE_RULES`) are one-line UserErrors. Device rules: see the
     module docstring. AMP is forced off on CPU (detectron2's AMPTrainer asserts CUDA).
     ``num_gpus`` and ``num_machines`` (None: one process) check that the batch splits evenly.
     """
@@ -198,93 +202,113 @@ def _setup_logging(cfg, args) -> None:
     install_log_handlers(cfg.OUTPUT_DIR, rank, getattr(args, "log_file", None))
 
 
-def setup(args):
-    """Config + checks + logging + dataset registration for one process (detectron2's ``default_setup``).
+@dataclass(frozen=True)
+class RunOptions:
+    """How one training or evaluation run starts, besides its config (logged by detectron2's
+    ``default_setup`` as the run's arguments).
 
-    Everything that can be refused is checked before detectron2 writes anything: the config, the
-    weights of ``--eval-only`` and a writable OUTPUT_DIR. Logging: :func:`install_log_handlers`
-    (``args.log_file``, when set, takes the console's place).
+    ``config_file``: the file the config came from, whose text goes into the log ("" for none);
+    ``eval_only``: score the model instead of training it; ``resume``: continue after the newest
+    checkpoint in OUTPUT_DIR that loads (with ``eval_only``: load it); ``allow_untrained``: with
+    ``eval_only`` and no weights, score a randomly initialised model; ``log_file``: where rank 0
+    logs instead of the console (see :func:`install_log_handlers`).
     """
-    cfg = build_config(args.config_file, args.opts, args.num_gpus, getattr(args, "num_machines", 1))
-    if getattr(args, "eval_only", False):
-        _check_weights_for_eval(cfg, args)
+
+    config_file: str = ""
+    eval_only: bool = False
+    resume: bool = False
+    allow_untrained: bool = False
+    log_file: str | None = None
+
+
+def prepare(cfg, run) -> None:
+    """Checks + logging + dataset registration for one process (detectron2's ``default_setup``).
+
+    Everything that can be refused is checked before detectron2 writes anything: the weights of
+    ``eval_only`` and a writable OUTPUT_DIR. ``run``: a :class:`RunOptions` (or command-line
+    arguments with the same names); its ``log_file``, when set, takes the console's place.
+    """
+    if getattr(run, "eval_only", False):
+        _check_weights_for_eval(cfg, run)
     if comm.is_main_process():
         check_writable_dir(cfg.OUTPUT_DIR or ".", "output folder (OUTPUT_DIR)")
     file_io.install()
-    _setup_logging(cfg, args)
-    default_setup(cfg, args)
+    _setup_logging(cfg, run)
+    default_setup(cfg, run)
     register_datasets(cfg)
+
+
+def setup(args):
+    """The config of command-line ``args`` (:func:`build_config`), prepared for this process (:func:`prepare`)."""
+    cfg = build_config(args.config_file, args.opts, args.num_gpus, getattr(args, "num_machines", 1))
+    prepare(cfg, args)
     return cfg
 
 
-def main(args):
-    """Train (``--resume`` continues after the newest checkpoint in OUTPUT_DIR that loads) or only evaluate."""
+def execute(cfg, run: RunOptions) -> dict:
+    """One process's part of a run: train (``run.resume`` continues after the newest checkpoint in
+    OUTPUT_DIR that loads) or only evaluate; returns the evaluation results ({} without any)."""
     if comm.get_world_size() > 1:
         # A process started by launch() for one GPU: bind its DataLoader workers to it too.
         signals.install()
-    cfg = setup(args)
-    if args.eval_only:
+    prepare(cfg, run)
+    if run.eval_only:
         model = Trainer.build_model(cfg)
-        MaskFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        MaskFormerCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=run.resume)
         res = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)
-        return res
+        return finite_results(res)
     trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    trainer.resume_or_load(resume=run.resume)
+    return finite_results(trainer.train())
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the epilog's line breaks and appends each option's default unless its help names one."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if "%(default)" in text or "(default" in text or action.default in (None, argparse.SUPPRESS) \
-                or not action.option_strings:
-            return text
-        if action.default is False:
-            return text + " (default: off)"
-        if action.default == "":
-            return text + " (default: none)"
-        return text + " (default: %(default)s)"
+def finite_results(results) -> dict:
+    """``results`` ({} for None) with NaN (e.g. AP of an absent size range) replaced by None, so
+    that files of them are strict JSON."""
+    return _finite(dict(results or {}))
 
 
-def parse_args(argv: list[str] | None = None):
-    parser = default_argument_parser(
-        epilog="Defaults of every config key: seg_suite/config.py (the official Mask2Former YAML values) and "
-               "seg_suite/engine/config.py; configs/ holds the official schedules. Example:\n"
-               "  tools/train_net.py --config-file configs/synthetic/maskformer2_R50_tiny_cpu.yaml --num-gpus 0\n"
-               "Exit codes: 0 done, 2 a mistake in the command or its files (one error line), 130 Ctrl-C, "
-               "143 SIGTERM (checkpoints are kept: rerun with --resume)."
-    )
-    parser.add_argument("--allow-untrained", action="store_true",
-                        help="with --eval-only and no MODEL.WEIGHTS, evaluate the randomly initialised model: the "
-                             "scores are those of a random model, for checking the evaluation set-up only "
-                             "(default: refused)")
-    parser.formatter_class = _HelpFormatter
-    return parser.parse_args(argv)
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and train or evaluate; returns the exit code of the module docstring."""
-    signals.install()
-    args = parse_args(argv)
-    code = EXIT_OK
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except FileNotFoundError as err:  # e.g. a dataset JSON that detectron2's own loaders open
-        print(f"error: file not found: {err.filename or err} (see datasets/README.md)", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt as err:
-        code = signals.exit_code(err)
-        print(f"stopped ({'SIGTERM' if isinstance(err, signals.Terminated) else 'interrupted'}); the checkpoints "
-              f"written so far are kept: rerun the same command with --resume to continue", file=sys.stderr)
-    # The traceback is gone now: collect the trainer, so its DataLoader workers are joined while
-    # this process is still in charge rather than at interpreter exit.
-    gc.collect()
-    return code
+def _execute_and_record(cfg, run: RunOptions, results_path: str | None) -> None:
+    results = execute(cfg, run)
+    if results_path and comm.is_main_process():
+        atomic_write_json(results_path, results, indent=1)
+
+
+@dataclass(frozen=True)
+class Processes:
+    """detectron2 ``launch`` settings: GPUs per machine (0: this process, on the CPU), machines,
+    this machine's rank and the torch.distributed URL ("auto": a free local port)."""
+
+    num_gpus: int = 1
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
+
+
+def launch_run(cfg, run: RunOptions, processes: Processes = Processes(), results_path=None) -> dict:
+    """Run :func:`execute` in one process per GPU (detectron2's ``launch``); returns rank 0's results.
+
+    ``results_path``: also write them there (strict JSON). Several processes hand their results
+    back through that file (a temporary one when none is given).
+    """
+    world = max(1, processes.num_gpus) * processes.num_machines
+    if world == 1 and results_path is None:
+        return execute(cfg, run)
+    with tempfile.TemporaryDirectory(prefix="seg_suite_results_") as tmp:
+        path = str(results_path or os.path.join(tmp, "results.json"))
+        launch(_execute_and_record, processes.num_gpus, num_machines=processes.num_machines,
+               machine_rank=processes.machine_rank, dist_url=processes.dist_url, args=(cfg, run, path))
+        if processes.machine_rank != 0:
+            return {}
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)

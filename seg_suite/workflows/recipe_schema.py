@@ -9,7 +9,7 @@ import dataclasses
 import re
 
 from seg_suite.errors import UserError
-from seg_suite.pipeline import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL
+from seg_suite.workflows.pipeline import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL
 
 REQUIRED = object()  # a field a dataset entry must name
 SECTIONS = {"recipe": str, "description": str, "datasets": dict, "evaluation": dict, "weights": dict,
@@ -20,7 +20,7 @@ DATASET_KINDS = {
     "coco": {"images": REQUIRED, "annotations": REQUIRED, "panoptic": None, "panoptic_dir": None,
              "semantic_dir": None, "source": None},
     "davis": {"root": REQUIRED, "resolution": "480p", "source": None},
-    # Made by the run inside its output folder (seg_suite.data.synthetic); sizes as seg_suite.pipeline's.
+    # Made by the run inside its output folder (seg_suite.data.synthetic); sizes as seg_suite.workflows.pipeline's.
     "synthetic": {"split": REQUIRED, "num_train": DEFAULT_NUM_TRAIN, "num_val": DEFAULT_NUM_VAL,
                   "num_videos": 4, "seed": 0},
 }

@@ -3,7 +3,7 @@
     results = run_unsupervised_pipeline("out/pipeline")      # or: seg-suite pipeline --output out/pipeline
 
 Stages, each writing into ``OUTPUT/<stage>/`` and marking itself finished with ``OUTPUT/<stage>/stage.json``
-(written last, atomically), so a rerun skips finished stages and resumes an interrupted one (the
+(written last, atomically, with the run's parameters: :class:`seg_suite.workflows.stages.Stage`), so a rerun skips finished stages and resumes an interrupted one (the
 runner's journals, detectron2's ``last_checkpoint``):
 
 1. ``data``      :func:`seg_suite.data.synthetic.make_synthetic_dataset` (4 thing, 2 stuff classes);
@@ -16,7 +16,7 @@ runner's journals, detectron2's ``last_checkpoint``):
                  one map per image;
 5. ``panoptic``  U2Seg's merge into COCO panoptic pseudo-labels (things 1..K, stuff K+1..K+S);
 6. ``train``     ONE round of Mask2Former training on them, through
-                 :func:`seg_suite.engine.launch.main` (the code path of ``tools/train_net.py``) with
+                 :func:`seg_suite.engine.api.train` (the call of ``tools/train_net.py``) with
                  ``configs/synthetic/maskformer2_R50_tiny_cpu_panoptic.yaml``;
 7. ``predict``   the trained model on the train AND val images: panoptic PNG + JSON, semantic PNGs
                  (argmax over the K + S classes) and COCO instance results;
@@ -38,13 +38,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write_json
+from seg_suite.workflows.stages import Stage
 
 
 STAGES = ("data", "maskcut", "cluster", "stuff", "panoptic", "train", "predict", "evaluate")
@@ -80,7 +80,7 @@ def log_path(out) -> Path:
 def _clean_up(out: Path, stage: str) -> None:
     """What a finished stage no longer needs: training's periodic checkpoints."""
     if stage == "train":
-        from seg_suite.engine.self_training import keep_final_checkpoint
+        from seg_suite.workflows.self_training import keep_final_checkpoint
 
         keep_final_checkpoint(_stage_dir(out, "train"))
 
@@ -97,17 +97,9 @@ def _route_training_logs(out: Path):
     return release_log_handlers
 
 
-def _finished(out: Path, stage: str) -> dict | None:
-    marker = _stage_dir(out, stage) / "stage.json"
-    if marker.is_file():
-        return json.loads(marker.read_text())
-    return None
-
-
-def _finish(out: Path, stage: str, record: dict, started: float) -> dict:
-    record = dict(record, stage=stage, seconds=round(time.time() - started, 1))
-    atomic_write_json(_stage_dir(out, stage) / "stage.json", record, indent=1)
-    return record
+def _stage(out: Path, stage: str, params: dict | None = None) -> Stage:
+    """The stage's folder and marker (``OUTPUT/<stage>/stage.json``); ``params``: the run's, recorded."""
+    return Stage(_stage_dir(out, stage), stage, config=params)
 
 
 def _run_kwargs(progress: bool) -> dict:
@@ -233,25 +225,21 @@ def check_train_config(out: Path, p: dict) -> None:
 
     if importlib.util.find_spec("detectron2") is None:
         return  # the stages before training run without detectron2; training says what is missing
-    from seg_suite.engine.launch import build_config
     from seg_suite.devices import resolve_device
+    from seg_suite.engine.api import build_config
 
     resolve_device(p["device"])  # --device sets MODEL.DEVICE: refuse it in the words of the other stages
     build_config(str(p["config"]), train_config_opts(out, p), _num_gpus(p))
 
 
 def stage_train(out: Path, p: dict) -> dict:
-    import argparse
-
-    from seg_suite.engine.launch import main
+    from seg_suite.engine.api import build_config, train
 
     folder = _stage_dir(out, "train")
-    # --resume: a fresh folder has no checkpoint and starts from MODEL.WEIGHTS (none: random init);
+    cfg = build_config(str(p["config"]), train_config_opts(out, p), _num_gpus(p))
+    # resume: a fresh folder has no checkpoint and starts from MODEL.WEIGHTS (none: random init);
     # an interrupted one continues after the newest checkpoint that loads.
-    args = argparse.Namespace(config_file=str(p["config"]), opts=train_config_opts(out, p), eval_only=False,
-                              resume=True, num_gpus=_num_gpus(p), num_machines=1,
-                              machine_rank=0, dist_url="auto", log_file=str(log_path(out)))
-    main(args)
+    train(cfg, resume=True, num_gpus=_num_gpus(p), log_file=str(log_path(out)), config_file=str(p["config"]))
     losses = {}
     metrics = folder / "metrics.json"
     if metrics.is_file():
@@ -262,8 +250,8 @@ def stage_train(out: Path, p: dict) -> dict:
 
 def stage_predict(out: Path, p: dict) -> dict:
     from seg_suite.data.datasets import register_pseudo_panoptic
-    from seg_suite.engine.launch import build_config
-    from seg_suite.predictor import PanopticPredictor, predict_folder
+    from seg_suite.engine.api import build_config
+    from seg_suite.workflows.predict import PanopticPredictor, predict_folder
 
     cfg = build_config(str(p["config"]), train_config_opts(out, p), None)
     # The model's metadata (which classes are things) comes from the training set's registration.
@@ -272,7 +260,7 @@ def stage_predict(out: Path, p: dict) -> dict:
     written = {}
     for split in SPLITS:
         written[split] = predict_folder(predictor, out / "data" / "images" / split, out / "predict" / split,
-                                        categories, progress=p["progress"])
+                                        categories, **_run_kwargs(p["progress"]))
     return {"splits": written}
 
 
@@ -362,16 +350,17 @@ def run_unsupervised_pipeline(output_dir, *, num_train: int = DEFAULT_NUM_TRAIN,
     release = _route_training_logs(out)
     try:
         print(f"[pipeline] full log: {log_path(out)}", file=sys.stderr, flush=True)
-        for stage in STAGES:
-            done = _finished(out, stage)
+        for name in STAGES:
+            stage = _stage(out, name, params)
+            done = stage.done()
             if done is not None:
-                print(f"[pipeline] {stage}: already finished ({done['seconds']} s), skipped", file=sys.stderr)
+                print(f"[pipeline] {name}: already finished ({done['seconds']} s), skipped", file=sys.stderr)
             else:
-                print(f"[pipeline] {stage} ...", file=sys.stderr, flush=True)
-                started = time.time()
-                done = _finish(out, stage, _STAGE_FUNCS[stage](out, p), started)
-                print(f"[pipeline] {stage}: done in {done['seconds']} s", file=sys.stderr, flush=True)
-            _clean_up(out, stage)  # also after a skip: a stop may have come between marker and clean-up
+                print(f"[pipeline] {name} ...", file=sys.stderr, flush=True)
+                stage.start()
+                done = stage.finish(_STAGE_FUNCS[name](out, p))
+                print(f"[pipeline] {name}: done in {done['seconds']} s", file=sys.stderr, flush=True)
+            _clean_up(out, name)  # also after a skip: a stop may have come between marker and clean-up
     finally:
         if release is not None:
             release()
@@ -380,7 +369,7 @@ def run_unsupervised_pipeline(output_dir, *, num_train: int = DEFAULT_NUM_TRAIN,
 
 def load_summary(output_dir) -> dict:
     """The evaluation summary of a finished pipeline run in ``output_dir``."""
-    done = _finished(Path(output_dir), "evaluate")
+    done = _stage(Path(output_dir), "evaluate").done()
     if done is None:
         raise UserError(f"{output_dir} holds no finished pipeline run (run `seg-suite pipeline --output {output_dir}`)")
     return done["summary"]

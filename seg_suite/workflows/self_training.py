@@ -2,19 +2,19 @@
 
 Each round k (1-based), with everything kept in ``OUTPUT/round_k/``:
 
-1. trains on ``round_k/train.json`` through :func:`seg_suite.engine.launch.main`, the code path of
+1. trains on ``round_k/train.json`` through :func:`seg_suite.engine.api.train`, the call of
    ``tools/train_net.py`` (config, checkpoints every ``SOLVER.CHECKPOINT_PERIOD``,
    ``metrics.json``, ``config.yaml`` and evaluation on the config's ``DATASETS.TEST`` all land in
    ``round_k/``). Round 1 trains on a copy of the input file and starts from the config's
    ``MODEL.WEIGHTS``; round k > 1 starts from round k-1's ``model_final.pth``, as CutLER's
    self-training rounds do;
-2. predicts on the training images with the same entry point (``--eval-only`` on the round's own
+2. predicts on the training images with :func:`seg_suite.engine.api.evaluate` (on the round's own
    data, in ``round_k/predict/``), which also scores the model against the labels it trained on;
 3. keeps predictions with score >= the round's threshold (CutLER: 0.7 in round 1, 0.65 after);
 4. adds back the round's pseudo-masks whose largest IoU with the kept predictions of their image
    is < 0.5 (:func:`merge_pseudo_labels`);
 5. writes ``round_{k+1}/train.json``, the next round's data, then ``round_k/round.json`` (the
-   round's summary and metrics), which marks it finished; the round's periodic checkpoints are
+   round's summary and metrics), which marks it finished (:class:`seg_suite.workflows.stages.Stage`); the round's periodic checkpoints are
    then deleted, ``model_final.pth`` stays (:func:`keep_final_checkpoint`).
 
 Stage lines go to the terminal; the detectron2 log of every run goes to ``OUTPUT/self_train.log``
@@ -31,7 +31,6 @@ area) and ``bbox`` the mask's tight box; predictions for images missing from the
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from seg_suite.errors import UserError
 from seg_suite.io.coco import check_coco
 from seg_suite.io.files import atomic_write, atomic_write_json, check_writable_dir, load_json
 from seg_suite.io.masks import mask_to_bbox, rle_to_mask
+from seg_suite.workflows.stages import Stage
 
 logger = logging.getLogger("seg_suite")
 
@@ -162,38 +162,6 @@ def _versions() -> dict:
     return {"seg_suite": __version__, "torch": torch.__version__, "detectron2": detectron2.__version__}
 
 
-def _finite(obj):
-    """Results with NaN (e.g. AP of an absent size range) replaced by None, so files are strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, float) and obj != obj:
-        return None
-    return obj
-
-
-def _run_and_record(args: argparse.Namespace, results_path: str | None) -> None:
-    """One training or prediction run through the train_net entry point; rank 0 saves its results."""
-    from detectron2.utils import comm
-
-    from seg_suite.engine.launch import main
-
-    results = main(args)
-    if results_path and comm.is_main_process():
-        atomic_write_json(results_path, _finite(dict(results or {})), indent=1)
-
-
-def _launch(args: argparse.Namespace, results_path: Path | None = None) -> dict:
-    """Run :func:`seg_suite.engine.launch.main` under detectron2's ``launch`` (one process per GPU)."""
-    from detectron2.engine import launch
-
-    launch(_run_and_record, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-           dist_url=args.dist_url, args=(args, str(results_path) if results_path else None))
-    if results_path is None:
-        return {}
-    with open(results_path) as f:
-        return json.load(f)
-
-
 def check_coco_instances(data, path: str) -> None:
     """Raise a one-line :class:`UserError` unless ``data`` is a usable COCO instance file."""
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
@@ -223,7 +191,9 @@ def _training_metrics(path: Path) -> dict:
                 last_train = {k: v for k, v in record.items() if k.startswith(("total_loss", "loss_")) and
                               not k[-1].isdigit()} | {"iteration": record.get("iteration")}
             evaluation.update({k: v for k, v in record.items() if "/" in k})
-    return {"final_losses": last_train, "test_results": _finite(evaluation)}
+    from seg_suite.engine.launch import finite_results
+
+    return {"final_losses": last_train, "test_results": finite_results(evaluation)}
 
 
 def _training_finished(folder: Path) -> bool:
@@ -288,7 +258,7 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
         raise UserError(f"config file not found: {config_file}")
     # Every round trains with this config: refuse a bad one (or one that would run code) before
     # anything is written.
-    from seg_suite.engine.launch import build_config
+    from seg_suite.engine.api import build_config
 
     build_config(config_file, list(opts), num_gpus, num_machines)
     out = Path(output)
@@ -308,24 +278,25 @@ def self_train(config_file: str, train_json: str, image_root: str, output: str, 
     install_log_handlers("", log_file=str(log_file))
     try:
         print(f"[self-train] full log: {log_file}", file=sys.stderr, flush=True)
+        launch = {"num_gpus": num_gpus, "num_machines": num_machines, "machine_rank": machine_rank,
+                  "dist_url": dist_url, "log_file": str(log_file)}
         return _rounds(out, rounds, train_json, image_root, config_file, list(opts), thresholds, merge_iou,
-                       dataset_prefix, argparse.Namespace(num_gpus=num_gpus, num_machines=num_machines,
-                                                          machine_rank=machine_rank, dist_url=dist_url,
-                                                          log_file=str(log_file)))
+                       dataset_prefix, launch)
     finally:
         release_log_handlers()
 
 
 def _rounds(out: Path, rounds: int, train_json: str, image_root: str, config_file: str, opts: list[str],
             thresholds: list[float], merge_iou: float, dataset_prefix: str,
-            launch_args: argparse.Namespace) -> list[dict]:
+            launch: dict) -> list[dict]:
     summaries, skipped = [], set()
     for k in range(1, rounds + 1):
         folder = out / f"round_{k}"
-        done = folder / "round.json"
-        if done.is_file():
-            _say("round %d already finished (%s): skipped", k, done)
-            summaries.append(load_json(done, "round summary"))
+        stage = _round_stage(folder, k)
+        done = stage.done()
+        if done is not None:
+            _say("round %d already finished (%s): skipped", k, stage.marker)
+            summaries.append(done)
             skipped.add(k)
             keep_final_checkpoint(folder)  # in case a stop came between round.json and the clean-up
             continue
@@ -339,33 +310,41 @@ def _rounds(out: Path, rounds: int, train_json: str, image_root: str, config_fil
             check_coco(labels, train_json, "pseudo-label file", check_masks=True)
             _copy(train_json, data)
         summaries.append(_one_round(k, folder, data, image_root, config_file, opts, thresholds[k - 1],
-                                    merge_iou, f"{dataset_prefix}_round{k}", launch_args))
+                                    merge_iou, f"{dataset_prefix}_round{k}", launch))
         keep_final_checkpoint(folder)
     atomic_write_json(out / "summary.json", summaries, indent=1)
     return [{**s, "skipped": s["round"] in skipped} for s in summaries]
 
 
+def _round_stage(folder: Path, k: int) -> Stage:
+    """Round k's marker: ``round_k/round.json``, the round's summary."""
+    return Stage(folder, f"round_{k}", marker="round.json")
+
+
 def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: str, opts: list[str],
-               threshold: float, merge_iou: float, name: str, launch_args: argparse.Namespace) -> dict:
+               threshold: float, merge_iou: float, name: str, launch: dict) -> dict:
+    from seg_suite.engine.api import build_config, evaluate, train
+
     data_opts = ["DATASETS.PSEUDO_COCO", repr([[name, str(data), os.path.abspath(image_root)]]),
                  "DATASETS.TRAIN", repr((name,))]
     start = [] if k == 1 else ["MODEL.WEIGHTS", str(folder.parent / f"round_{k - 1}" / "model_final.pth")]
 
-    def args(extra: list[str], eval_only: bool) -> argparse.Namespace:
-        # Always --resume: a fresh folder has no checkpoint, so the weights come from MODEL.WEIGHTS.
-        return argparse.Namespace(config_file=config_file, opts=[*opts, *start, *data_opts, *extra],
-                                  eval_only=eval_only, resume=not eval_only, **vars(launch_args))
+    def config(extra: list[str]):
+        return build_config(config_file, [*opts, *start, *data_opts, *extra], launch["num_gpus"],
+                            launch["num_machines"])
 
     if _training_finished(folder):
         _say("round %d: training already finished", k)
     else:
         _say("round %d: training on %s", k, data)
-        _launch(args(["OUTPUT_DIR", str(folder)], eval_only=False))
+        # Always resume: a fresh folder has no checkpoint, so the weights come from MODEL.WEIGHTS.
+        train(config(["OUTPUT_DIR", str(folder)]), resume=True, config_file=config_file, **launch)
 
     predict_dir = folder / "predict"
     _say("round %d: predicting on the training images", k)
-    agreement = _launch(args(["MODEL.WEIGHTS", str(folder / "model_final.pth"), "DATASETS.TEST", repr((name,)),
-                              "OUTPUT_DIR", str(predict_dir)], eval_only=True), folder / "train_agreement.json")
+    agreement = evaluate(config(["MODEL.WEIGHTS", str(folder / "model_final.pth"), "DATASETS.TEST", repr((name,)),
+                                 "OUTPUT_DIR", str(predict_dir)]), config_file=config_file,
+                         results_path=folder / "train_agreement.json", **launch)
     predictions = load_json(predict_dir / "inference" / name / "coco_instances_results.json", "prediction file")
     previous = load_json(data, "pseudo-label file")
     merged, counts = merge_pseudo_labels(previous, predictions, threshold, merge_iou, progress=True)
@@ -383,7 +362,7 @@ def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: s
         "train_agreement": agreement,  # the model scored against the labels it trained on
         "versions": _versions(),
     }
-    atomic_write_json(folder / "round.json", summary, indent=1)
+    _round_stage(folder, k).finish(summary, timed=False)
     _say("round %d finished: %d annotations -> %d (%d predictions kept, %d pseudo-masks kept)", k,
          summary["input_annotations"], counts["annotations"], counts["kept_predictions"], counts["kept_pseudo_masks"])
     return summary
