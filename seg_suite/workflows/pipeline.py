@@ -49,7 +49,7 @@ from seg_suite.workflows.stages import Stage
 
 STAGES = ("data", "maskcut", "cluster", "stuff", "panoptic", "train", "predict", "evaluate")
 SPLITS = ("train", "val")
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "maskformer2_R50_tiny_cpu_panoptic.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "synthetic" / "maskformer2_R50_tiny_cpu_panoptic.yaml"
 DATASET = "pipeline_pseudo_train_panoptic"  # the panoptic pseudo-labels, registered for training
 
 # Defaults, and why. The synthetic set's own defaults (24 train / 8 val) would leave too few val
