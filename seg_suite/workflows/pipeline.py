@@ -223,12 +223,13 @@ def check_train_config(out: Path, p: dict) -> None:
     that cannot train) is refused before the pseudo-label stages run rather than after them."""
     import importlib.util
 
-    if importlib.util.find_spec("detectron2") is None:
-        return  # the stages before training run without detectron2; training says what is missing
     from seg_suite.devices import resolve_device
-    from seg_suite.engine.api import build_config
 
     resolve_device(p["device"])  # --device sets MODEL.DEVICE: refuse it in the words of the other stages
+    if importlib.util.find_spec("detectron2") is None:
+        return  # the stages before training run without detectron2; training says what is missing
+    from seg_suite.engine.api import build_config
+
     build_config(str(p["config"]), train_config_opts(out, p), _num_gpus(p))
 
 
