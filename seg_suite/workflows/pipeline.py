@@ -3,8 +3,9 @@
     results = run_unsupervised_pipeline("out/pipeline")      # or: seg-suite pipeline --output out/pipeline
 
 Stages, each writing into ``OUTPUT/<stage>/`` and marking itself finished with ``OUTPUT/<stage>/stage.json``
-(written last, atomically, with the run's parameters: :class:`seg_suite.workflows.stages.Stage`), so a rerun skips finished stages and resumes an interrupted one (the
-runner's journals, detectron2's ``last_checkpoint``):
+(written last, atomically, with the run's parameters: :class:`seg_suite.workflows.stages.Stage`), so a
+rerun skips finished stages and resumes an interrupted one (the runner's journals, detectron2's
+``last_checkpoint``):
 
 1. ``data``      :func:`seg_suite.data.synthetic.make_synthetic_dataset` (4 thing, 2 stuff classes);
 2. ``maskcut``   MaskCut pseudo-masks on the train images, weight-free ``handcrafted`` backbone

@@ -4,7 +4,8 @@
     predict_folder(predictor, "images/val", "predict/val", categories)
 
 runs :class:`PredictJob` through the dataset runner (:func:`seg_suite.pseudo.runner.run_job`), so
-prediction shards and resumes like every generator; it writes, for every image (named by its path relative to the folder, with ``.png``):
+prediction shards and resumes like every generator; it writes, for every image (named by its path
+relative to the folder, with ``.png``):
 
 - ``panoptic/<name>.png`` + ``panoptic.json``: COCO panoptic (RGB ids, ``segments_info`` with the
   dataset's category ids and ``isthing``), the format ``seg-suite evaluate --task panoptic`` reads;
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from seg_suite.errors import MissingWeightsError
-from seg_suite.io.files import atomic_write_json, atomic_write_png, png_name
+from seg_suite.io.files import atomic_write_json, atomic_write_png, load_json, png_name
 from seg_suite.io.images import load_image
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
 from seg_suite.io.panoptic import id_to_rgb
@@ -109,7 +110,7 @@ class PredictJob(Job):
     def prepare(self, item: WorkItem):
         name = png_name(item.key)
         try:  # a listed image outside the list's folder would write outside out_dir
-            paths = (output_path_under(self.out_dir / "semantic", name), output_path_under(self.out_dir / "panoptic", name))
+            paths = tuple(output_path_under(self.out_dir / kind, name) for kind in ("semantic", "panoptic"))
         except PathEscapeError as err:
             raise ItemError(str(err)) from None
         return item.key, name, paths, load_image(item.path)
@@ -189,8 +190,6 @@ def predict_folder(predictor: PanopticPredictor, image_dir, out_dir, categories:
 
 def predict_counts(summary: RunSummary) -> dict:
     """The counts recorded by a finished prediction run ({} for a shard of a sharded one)."""
-    from seg_suite.io.files import load_json
-
     if summary.output.name != RECORD:
         return {}
     return dict(load_json(summary.output, "prediction record")["counts"])

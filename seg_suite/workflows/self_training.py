@@ -14,8 +14,9 @@ Each round k (1-based), with everything kept in ``OUTPUT/round_k/``:
 4. adds back the round's pseudo-masks whose largest IoU with the kept predictions of their image
    is < 0.5 (:func:`merge_pseudo_labels`);
 5. writes ``round_{k+1}/train.json``, the next round's data, then ``round_k/round.json`` (the
-   round's summary and metrics), which marks it finished (:class:`seg_suite.workflows.stages.Stage`); the round's periodic checkpoints are
-   then deleted, ``model_final.pth`` stays (:func:`keep_final_checkpoint`).
+   round's summary and metrics), which marks it finished (:class:`seg_suite.workflows.stages.Stage`);
+   the round's periodic checkpoints are then deleted, ``model_final.pth`` stays
+   (:func:`keep_final_checkpoint`).
 
 Stage lines go to the terminal; the detectron2 log of every run goes to ``OUTPUT/self_train.log``
 and to the run's own ``log.txt``.
