@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from seg_suite.cli import _common
+
 
 def register(subparsers) -> None:
     from seg_suite.workflows import pipeline as P
@@ -35,8 +37,7 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0, help="data, clustering and training seed (default: %(default)s)")
     parser.add_argument("--config-file", default=str(P.CONFIG), metavar="YAML",
                         help="training config (default: configs/synthetic/maskformer2_R50_tiny_cpu_panoptic.yaml)")
-    parser.add_argument("--device", default="cpu", metavar="cpu|cuda",
-                        help="where features, clustering and the model run (default: cpu)")
+    _common.add_device_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars (default: shown)")
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE",
                         help="training config overrides, applied last (as tools/train_net.py) (default: none)")
@@ -48,7 +49,7 @@ def run(args) -> int:
 
     summary = run_unsupervised_pipeline(
         args.output, num_train=args.num_train, num_val=args.num_val, num_things=args.num_things,
-        num_stuff=args.num_stuff, max_iter=args.max_iter, seed=args.seed, device=args.device,
+        num_stuff=args.num_stuff, max_iter=args.max_iter, seed=args.seed, device=_common.device_from_args(args),
         config_file=args.config_file, opts=args.opts, progress=not args.no_progress)
     print(format_table(summary))
     return 0
