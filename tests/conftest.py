@@ -61,3 +61,15 @@ def bright_images(tmp_path) -> tuple[Path, dict[str, list[np.ndarray]]]:
         _write_png(root / key, image)
         expected[key] = masks
     return root, expected
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for in-process training: on a busy 2-core machine OpenMP's spinning threads
+    cost several times the CPU time (tests/test_train_net.py measured ~5x)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

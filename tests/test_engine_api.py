@@ -9,16 +9,6 @@ CONFIG = "configs/synthetic/maskformer2_R50_tiny_cpu.yaml"
 
 
 @pytest.fixture
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def release_loggers():
     from seg_suite.engine.launch import release_log_handlers
 

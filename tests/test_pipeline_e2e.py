@@ -17,18 +17,6 @@ from seg_suite.errors import UserError
 TEST_ARGS = ["--num-train", "24", "--num-val", "12", "--max-iter", "200", "--no-progress"]
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread, as tests/test_train_net.py runs training: on a busy 2-core machine OpenMP's
-    spinning threads cost several times the CPU time."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.slow
 def test_pipeline_end_to_end_beats_chance_and_resumes(tmp_path, capsys, one_thread):
     from seg_suite.workflows.pipeline import format_table, load_summary

@@ -156,18 +156,6 @@ def test_bad_inputs_are_one_line_errors(synth, tmp_path):
         self_train(CONFIG, str(synth[0]), str(tmp_path / "nowhere"), str(tmp_path / "o3"), num_gpus=0)
 
 
-@pytest.fixture
-def one_thread():
-    import torch
-
-    # On a busy 2-core machine OpenMP's spinning threads cost several times the CPU time
-    # (tests/test_train_net.py measured ~5x); the in-process rounds run single-threaded.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _checkpoints(folder: Path) -> list:
     return sorted(p.name for p in folder.glob("*.pth"))
 

@@ -69,14 +69,6 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
         assert fragment in line, line
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------ configs are data
 def write_evil_configs(tmp_path: Path) -> tuple[Path, Path, Path]:
     """(marker, evil.yaml with a Python tag, child.yaml whose _BASE_ is evil.yaml)."""
