@@ -177,3 +177,33 @@ def test_cli_evaluate_writes_results_and_names_the_fit(synthetic_dataset, tmp_pa
     assert "fitted on the scored images themselves" in capsys.readouterr().out
     assert main(["evaluate", "--task", "semantic", "--pred", str(out / "semantic"), "--gt",
                  str(root / "semantic" / "val"), "--fit-on-scored-split", "--fit-pred", "x", "--fit-gt", "y"]) == 2
+
+
+def test_hungarian_mapper_is_the_known_permutation():
+    from scipy.optimize import linear_sum_assignment
+
+    from seg_suite.evaluation.mapping import HungarianMapper
+    conf = np.array([[0, 9, 1], [8, 0, 2], [1, 2, 7]])
+    mapper = HungarianMapper().fit(conf)
+    assert mapper.mapping_.tolist() == [1, 0, 2]
+    rows, cols = linear_sum_assignment(conf, maximize=True)
+    assert mapper.mapping_[rows].tolist() == cols.tolist()
+
+
+def test_majority_mapper_maps_many_clusters_to_one_class():
+    from seg_suite.evaluation.mapping import MajorityMapper
+    conf = np.array([[5, 1], [7, 0], [0, 3], [0, 0]])
+    mapper = MajorityMapper().fit(conf)
+    assert mapper.mapping_.tolist() == [0, 0, 1, -1]
+    assert mapper.transform(np.array([0, 1, 2, 3, 9, -1])).tolist() == [0, 0, 1, -1, -1, -1]
+    assert mapper.transform(np.array([3, 9]), fill=255).tolist() == [255, 255]
+
+
+def test_fit_split_default_is_not_shared_mutable_state():
+    import dataclasses
+
+    import pytest
+
+    from seg_suite.evaluation.unsupervised import FitSplit
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FitSplit().kind = "scored"

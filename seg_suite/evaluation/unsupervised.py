@@ -49,12 +49,12 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.evaluation.mapping import (PROTOCOLS, UNMAPPED, fit_mapping, hungarian_mapping,  # noqa: F401
+                                         majority_mapping, remap)
 from seg_suite.io.coco import check_coco
 from seg_suite.io.masks import MaskFormatError, check_segmentation
 from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
 
-PROTOCOLS = ("hungarian", "majority")
-UNMAPPED = -1
 IGNORE = 255
 MATCH_IOU = 0.5  # a predicted instance "is" a ground-truth one at IoU >= 0.5 (COCO's AP50 threshold)
 
@@ -85,55 +85,8 @@ def cocostuff_to_27(label: np.ndarray) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------- mapping
-def hungarian_mapping(conf: np.ndarray, extra: str = "assign") -> np.ndarray:
-    """[K, C] counts -> [K] class index per cluster (``UNMAPPED`` = -1), 1:1 first (see module doc)."""
-    from scipy.optimize import linear_sum_assignment
-
-    conf = np.asarray(conf, dtype=np.float64)
-    mapping = np.full(conf.shape[0], UNMAPPED, np.int64)
-    rows, cols = linear_sum_assignment(conf, maximize=True)
-    mapping[rows] = cols
-    if extra not in ("assign", "none"):
-        raise ValueError(f"extra must be 'assign' or 'none', got {extra!r}")
-    if extra == "assign":
-        left = np.flatnonzero((mapping == UNMAPPED) & (conf.sum(1) > 0))
-        while len(left):
-            r, c = linear_sum_assignment(conf[left], maximize=True)
-            mapping[left[r]] = c
-            left = np.delete(left, r)
-    mapping[conf.sum(1) == 0] = UNMAPPED  # no data in the fit split: nothing to map it by
-    return mapping
-
-
-def majority_mapping(conf: np.ndarray) -> np.ndarray:
-    """[K, C] counts -> [K] the class each cluster overlaps most (``UNMAPPED`` without data)."""
-    conf = np.asarray(conf)
-    mapping = conf.argmax(1).astype(np.int64)
-    mapping[conf.sum(1) == 0] = UNMAPPED
-    return mapping
-
-
-def fit_mapping(conf: np.ndarray, protocol: str = "hungarian", extra: str = "assign") -> np.ndarray:
-    if protocol == "hungarian":
-        return hungarian_mapping(conf, extra)
-    if protocol == "majority":
-        return majority_mapping(conf)
-    raise UserError(f"unknown mapping protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-
-
-def remap(labels: np.ndarray, mapping: np.ndarray, fill: int = UNMAPPED) -> np.ndarray:
-    """Cluster indices -> class indices; labels outside [0, K) and unmapped clusters get ``fill``."""
-    labels = np.asarray(labels).astype(np.int64)
-    out = np.full(labels.shape, fill, np.int64)
-    ok = (labels >= 0) & (labels < len(mapping))
-    out[ok] = mapping[labels[ok]]
-    out[out == UNMAPPED] = fill
-    return out
-
-
 # ------------------------------------------------------------------- fit split
-@dataclass
+@dataclass(frozen=True)
 class FitSplit:
     """Which images fit the mapping: ``kind`` "holdout" (a disjoint random subset of the scored
     images, removed from scoring), "scored" (the scored images themselves, optimistic) or
