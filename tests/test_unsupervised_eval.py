@@ -158,7 +158,7 @@ def test_a_wrong_mapping_is_penalised(synthetic_dataset, tmp_path):
     _, pred = _permuted_prediction(root, tmp_path)
     gt = json.loads((root / "annotations" / "instances_val.json").read_text())
     merged = dict(pred, annotations=[dict(a, category_id=min(a["category_id"], 3)) for a in pred["annotations"]])
-    res = U.evaluate_instances(merged, gt, fit=U.FitSplit("scored"))
+    res = U.evaluate_instances(merged, gt, fit=U.ScoredSplit())
     assert res["segm"]["AP"] < 100.0
     assert "optimistic" in res["fit"]
 
@@ -204,6 +204,8 @@ def test_fit_split_default_is_not_shared_mutable_state():
 
     import pytest
 
-    from seg_suite.evaluation.unsupervised import FitSplit
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        FitSplit().kind = "scored"
+    from seg_suite.evaluation.fit_split import HeldOut, ScoredSplit, SeparateSplit
+    for split in (HeldOut(), ScoredSplit(), SeparateSplit()):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            split.description = "changed"
+    assert HeldOut() == HeldOut(0.5, 0) and ScoredSplit().split(["b", "a"]) == (["a", "b"], ["a", "b"])
