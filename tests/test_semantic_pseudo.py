@@ -40,7 +40,7 @@ def test_crf_snaps_a_blurry_boundary_to_the_image_edge():
 
 def test_cli_semantic_pseudo_separates_sky_and_ground_and_reuses_centroids(synthetic_dataset, tmp_path):
     from seg_suite.cli import main
-    from seg_suite.evaluation.unsupervised import FitSplit, evaluate_semantic
+    from seg_suite.evaluation.unsupervised import ScoredSplit, evaluate_semantic
 
     root = synthetic_dataset
     out = tmp_path / "stuff"
@@ -62,7 +62,7 @@ def test_cli_semantic_pseudo_separates_sky_and_ground_and_reuses_centroids(synth
     for p in sorted((root / "semantic" / "train").glob("*.png")):
         sem = np.asarray(Image.open(p))
         Image.fromarray(np.where(sem == 4, 0, np.where(sem == 5, 1, 255)).astype(np.uint8)).save(gt_dir / p.name)
-    res = evaluate_semantic(out, gt_dir, num_clusters=3, num_classes=2, protocol="majority", fit=FitSplit("scored"))
+    res = evaluate_semantic(out, gt_dir, num_clusters=3, num_classes=2, protocol="majority", fit=ScoredSplit())
     assert res["pAcc"] >= 85.0  # measured 96.6 (sky/ground pixel accuracy, majority mapping; mIoU 93.5)
     # The saved centroids on new images: same maps for an image seen before.
     again = tmp_path / "again"

@@ -158,7 +158,7 @@ def test_a_wrong_mapping_is_penalised(synthetic_dataset, tmp_path):
     _, pred = _permuted_prediction(root, tmp_path)
     gt = json.loads((root / "annotations" / "instances_val.json").read_text())
     merged = dict(pred, annotations=[dict(a, category_id=min(a["category_id"], 3)) for a in pred["annotations"]])
-    res = U.evaluate_instances(merged, gt, fit=U.FitSplit("scored"))
+    res = U.evaluate_instances(merged, gt, fit=U.ScoredSplit())
     assert res["segm"]["AP"] < 100.0
     assert "optimistic" in res["fit"]
 
@@ -177,3 +177,35 @@ def test_cli_evaluate_writes_results_and_names_the_fit(synthetic_dataset, tmp_pa
     assert "fitted on the scored images themselves" in capsys.readouterr().out
     assert main(["evaluate", "--task", "semantic", "--pred", str(out / "semantic"), "--gt",
                  str(root / "semantic" / "val"), "--fit-on-scored-split", "--fit-pred", "x", "--fit-gt", "y"]) == 2
+
+
+def test_hungarian_mapper_is_the_known_permutation():
+    from scipy.optimize import linear_sum_assignment
+
+    from seg_suite.evaluation.mapping import HungarianMapper
+    conf = np.array([[0, 9, 1], [8, 0, 2], [1, 2, 7]])
+    mapper = HungarianMapper().fit(conf)
+    assert mapper.mapping_.tolist() == [1, 0, 2]
+    rows, cols = linear_sum_assignment(conf, maximize=True)
+    assert mapper.mapping_[rows].tolist() == cols.tolist()
+
+
+def test_majority_mapper_maps_many_clusters_to_one_class():
+    from seg_suite.evaluation.mapping import MajorityMapper
+    conf = np.array([[5, 1], [7, 0], [0, 3], [0, 0]])
+    mapper = MajorityMapper().fit(conf)
+    assert mapper.mapping_.tolist() == [0, 0, 1, -1]
+    assert mapper.transform(np.array([0, 1, 2, 3, 9, -1])).tolist() == [0, 0, 1, -1, -1, -1]
+    assert mapper.transform(np.array([3, 9]), fill=255).tolist() == [255, 255]
+
+
+def test_fit_split_default_is_not_shared_mutable_state():
+    import dataclasses
+
+    import pytest
+
+    from seg_suite.evaluation.fit_split import HeldOut, ScoredSplit, SeparateSplit
+    for split in (HeldOut(), ScoredSplit(), SeparateSplit()):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            split.description = "changed"
+    assert HeldOut() == HeldOut(0.5, 0) and ScoredSplit().split(["b", "a"]) == (["a", "b"], ["a", "b"])

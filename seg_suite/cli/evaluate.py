@@ -68,7 +68,7 @@ def register(subparsers) -> None:
 
 def _fit_split(args):
     from seg_suite.errors import UserError
-    from seg_suite.evaluation.unsupervised import FitSplit
+    from seg_suite.evaluation.fit_split import HeldOut, ScoredSplit, SeparateSplit
 
     separate = args.fit_pred is not None or args.fit_gt is not None
     if separate and args.fit_on_scored_split:
@@ -76,10 +76,10 @@ def _fit_split(args):
     if separate:
         if args.fit_pred is None or args.fit_gt is None:
             raise UserError("--fit-pred and --fit-gt go together")
-        return FitSplit("separate", description=f"the separate split {args.fit_pred} vs {args.fit_gt}")
+        return SeparateSplit(f"the separate split {args.fit_pred} vs {args.fit_gt}")
     if args.fit_on_scored_split:
-        return FitSplit("scored")
-    return FitSplit("holdout", args.fit_fraction, args.fit_seed)
+        return ScoredSplit()
+    return HeldOut(args.fit_fraction, args.fit_seed)
 
 
 def format_results(task: str, res: dict) -> str:

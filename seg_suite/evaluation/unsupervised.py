@@ -43,18 +43,18 @@ import contextlib
 import io
 import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.evaluation.fit_split import FitSplit, HeldOut, ScoredSplit, SeparateSplit, split_fit_score  # noqa: F401
+from seg_suite.evaluation.mapping import (PROTOCOLS, UNMAPPED, fit_mapping, hungarian_mapping,  # noqa: F401
+                                         majority_mapping, remap)
 from seg_suite.io.coco import check_coco
 from seg_suite.io.masks import MaskFormatError, check_segmentation
 from seg_suite.io.paths import PathEscapeError, resolve_under, safe_relative
 
-PROTOCOLS = ("hungarian", "majority")
-UNMAPPED = -1
 IGNORE = 255
 MATCH_IOU = 0.5  # a predicted instance "is" a ground-truth one at IoU >= 0.5 (COCO's AP50 threshold)
 
@@ -83,97 +83,6 @@ def cocostuff_to_27(label: np.ndarray) -> np.ndarray:
     ok = (label >= 0) & (label < len(COCOSTUFF_FINE_TO_27))
     out[ok] = COCOSTUFF_FINE_TO_27[label[ok]]
     return out
-
-
-# --------------------------------------------------------------------- mapping
-def hungarian_mapping(conf: np.ndarray, extra: str = "assign") -> np.ndarray:
-    """[K, C] counts -> [K] class index per cluster (``UNMAPPED`` = -1), 1:1 first (see module doc)."""
-    from scipy.optimize import linear_sum_assignment
-
-    conf = np.asarray(conf, dtype=np.float64)
-    mapping = np.full(conf.shape[0], UNMAPPED, np.int64)
-    rows, cols = linear_sum_assignment(conf, maximize=True)
-    mapping[rows] = cols
-    if extra not in ("assign", "none"):
-        raise ValueError(f"extra must be 'assign' or 'none', got {extra!r}")
-    if extra == "assign":
-        left = np.flatnonzero((mapping == UNMAPPED) & (conf.sum(1) > 0))
-        while len(left):
-            r, c = linear_sum_assignment(conf[left], maximize=True)
-            mapping[left[r]] = c
-            left = np.delete(left, r)
-    mapping[conf.sum(1) == 0] = UNMAPPED  # no data in the fit split: nothing to map it by
-    return mapping
-
-
-def majority_mapping(conf: np.ndarray) -> np.ndarray:
-    """[K, C] counts -> [K] the class each cluster overlaps most (``UNMAPPED`` without data)."""
-    conf = np.asarray(conf)
-    mapping = conf.argmax(1).astype(np.int64)
-    mapping[conf.sum(1) == 0] = UNMAPPED
-    return mapping
-
-
-def fit_mapping(conf: np.ndarray, protocol: str = "hungarian", extra: str = "assign") -> np.ndarray:
-    if protocol == "hungarian":
-        return hungarian_mapping(conf, extra)
-    if protocol == "majority":
-        return majority_mapping(conf)
-    raise UserError(f"unknown mapping protocol {protocol!r}; choose from {', '.join(PROTOCOLS)}")
-
-
-def remap(labels: np.ndarray, mapping: np.ndarray, fill: int = UNMAPPED) -> np.ndarray:
-    """Cluster indices -> class indices; labels outside [0, K) and unmapped clusters get ``fill``."""
-    labels = np.asarray(labels).astype(np.int64)
-    out = np.full(labels.shape, fill, np.int64)
-    ok = (labels >= 0) & (labels < len(mapping))
-    out[ok] = mapping[labels[ok]]
-    out[out == UNMAPPED] = fill
-    return out
-
-
-# ------------------------------------------------------------------- fit split
-@dataclass
-class FitSplit:
-    """Which images fit the mapping: ``kind`` "holdout" (a disjoint random subset of the scored
-    images, removed from scoring), "scored" (the scored images themselves, optimistic) or
-    "separate" (another split, given by the caller)."""
-
-    kind: str = "holdout"
-    fraction: float = 0.5
-    seed: int = 0
-    description: str = field(default="", repr=False)
-
-    def split(self, names: list[str]) -> tuple[list[str], list[str]]:
-        """(fit names, scored names) for the sorted image names of the scored split."""
-        names = sorted(names)
-        if self.kind == "scored":
-            return names, names
-        if self.kind == "separate":
-            return [], names
-        if self.kind != "holdout":
-            raise UserError(f"unknown fit split {self.kind!r}")
-        return split_fit_score(names, self.fraction, self.seed)
-
-    def describe(self, n_fit: int, n_scored: int) -> str:
-        what = {"holdout": f"a disjoint random {self.fraction:g} of the images (seed {self.seed}), not scored",
-                "scored": "the scored images themselves (optimistic: fitted on the test data)",
-                "separate": self.description or "a separate split"}[self.kind]
-        return f"{what}; {n_fit} images fit the mapping, {n_scored} are scored"
-
-
-def split_fit_score(names: list[str], fraction: float = 0.5, seed: int = 0) -> tuple[list[str], list[str]]:
-    """A seeded split of ``names`` into disjoint (fit, scored) parts, both non-empty."""
-    names = sorted(names)
-    if len(names) < 2:
-        raise UserError("a held-out fit split needs at least 2 images; give a separate fit split or "
-                        "fit on the scored split explicitly")
-    if not 0 < fraction < 1:
-        raise UserError(f"the fit fraction must be in (0, 1), got {fraction}")
-    order = np.random.default_rng(seed).permutation(len(names))
-    n_fit = min(max(1, int(round(fraction * len(names)))), len(names) - 1)
-    fit = sorted(names[i] for i in order[:n_fit])
-    return fit, sorted(names[i] for i in order[n_fit:])
 
 
 # --------------------------------------------------------------- semantic maps
@@ -250,7 +159,7 @@ def png_index(folder) -> dict[str, Path]:
 
 
 def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_classes: int | None = None,
-                      protocol: str = "hungarian", fit: FitSplit = FitSplit(), fit_pred_dir=None,
+                      protocol: str = "hungarian", fit: FitSplit = HeldOut(), fit_pred_dir=None,
                       fit_gt_dir=None, cocostuff27: bool = False, class_names=None, extra: str = "assign",
                       progress: bool = False) -> dict:
     """mIoU / pixel accuracy of cluster maps (PNG values 0..K-1, 255 unlabelled) against class maps.
@@ -276,7 +185,7 @@ def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_
         return {k: (p[k], g[k]) for k in common}
 
     scored = pairs(pred_dir, gt_dir)
-    fit_pairs = pairs(fit_pred_dir, fit_gt_dir) if fit.kind == "separate" else None
+    fit_pairs = pairs(fit_pred_dir, fit_gt_dir) if isinstance(fit, SeparateSplit) else None
     if num_clusters is None or num_classes is None:  # one pass to size the matrices
         max_p, max_g = 0, 0
         for pp, gp in list(scored.values()) + list((fit_pairs or {}).values()):
@@ -286,7 +195,7 @@ def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_
         num_clusters = num_clusters or max_p + 1
         num_classes = num_classes or (27 if cocostuff27 else max_g + 1)
     fit_names, score_names = fit.split(list(scored))
-    if fit.kind == "separate":
+    if isinstance(fit, SeparateSplit):
         fit_items = list(fit_pairs.values())
     else:
         fit_items = [scored[n] for n in fit_names]
@@ -422,7 +331,7 @@ def coco_ap(pred_anns: list[dict], gt: dict, image_ids: list[int], iou_type: str
     return {k: (100 * float(v) if v >= 0 else math.nan) for k, v in zip(names, ev.stats[:6])}
 
 
-def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit: FitSplit = FitSplit(),
+def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit: FitSplit = HeldOut(),
                        fit_pred: dict | None = None, fit_gt: dict | None = None, extra: str = "assign",
                        class_agnostic: bool = True, sources: dict[str, str] | None = None) -> dict:
     """Instance segm/bbox AP of a clustered COCO file (category = cluster) under a fitted mapping,
@@ -454,7 +363,7 @@ def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit
     _check_pairs(pred, gt, match, src["pred"])
     gt_name = {im["id"]: im["file_name"] for im in gt["images"]}
     fit_names, score_names = fit.split([im["file_name"] for im in gt["images"]])
-    if fit.kind == "separate":
+    if isinstance(fit, SeparateSplit):
         if fit_pred is None or fit_gt is None:
             raise UserError("a separate fit split needs both its predictions and its ground truth")
         fmatch = match_images_by_file_name(fit_pred["images"], fit_gt["images"], src["fit_pred"])
@@ -619,7 +528,7 @@ def panoptic_confusion(items, gt_dir, pred_dir, thing_clusters, stuff_clusters, 
 
 
 def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protocol: str = "hungarian",
-                      fit: FitSplit = FitSplit(), fit_pred_json=None, fit_gt_json=None, fit_pred_dir=None,
+                      fit: FitSplit = HeldOut(), fit_pred_json=None, fit_gt_json=None, fit_pred_dir=None,
                       fit_gt_dir=None, extra: str = "assign", progress: bool = False) -> dict:
     """PQ/SQ/RQ (all, things, stuff; percent) of a clustered panoptic prediction under fitted mappings
     (thing clusters -> thing classes, stuff clusters -> stuff classes), with panopticapi's rules."""
@@ -635,7 +544,7 @@ def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protoco
     s_cls = [c["id"] for c in gt["categories"] if not c.get("isthing", 1)]
     items = _panoptic_items(pred, gt)
     fit_names, score_names = fit.split(list(items))
-    if fit.kind == "separate":
+    if isinstance(fit, SeparateSplit):
         fpred, fpdir = _load_panoptic(fit_pred_json, fit_pred_dir, "prediction")
         fgt, fgdir = _load_panoptic(fit_gt_json, fit_gt_dir, "ground-truth")
         fitems = list(_panoptic_items(fpred, fgt).values())

@@ -273,7 +273,7 @@ def stage_evaluate(out: Path, p: dict) -> dict:
     from seg_suite.io.coco import read_coco
 
     data, pred = out / "data", out / "predict"
-    sep = U.FitSplit("separate", description="the train split (disjoint from the scored val split)")
+    sep = U.SeparateSplit("the train split (disjoint from the scored val split)")
     res = {}
     res["class_agnostic"] = evaluate_class_agnostic(read_coco(pred / "val" / "instances.json"),
                                                     read_coco(data / "annotations" / "instances_val.json"))
