@@ -24,12 +24,13 @@ from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
 from seg_suite.pseudo.inputs import WorkItem, named_items
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError, Job
+from seg_suite.pseudo.model_job import ModelJob
 from seg_suite.pseudo.sam import (SAM_TYPES, SamArch, SamGeneratorParams, generate_masks, get_arch, load_sam,
                                   make_generator, resolve_sam_checkpoint)
 from seg_suite.pseudo.sam_refine import RefineParams, refine_masks
 
 
-class _SamModelMixin:
+class _SamModelMixin(ModelJob):
     """The SAM model shared by both jobs: resolved, recorded in params, built on first use."""
 
     def _init_sam(self, sam_type, checkpoint, device, random_init):
@@ -43,7 +44,7 @@ class _SamModelMixin:
     def _sam_params(self) -> dict:
         if self._weights_record is None and not self.random_init:
             self.checkpoint = resolve_sam_checkpoint(self.arch, self.checkpoint)  # MissingWeightsError if absent
-            self._weights_record = {"file": self.checkpoint.name, "sha256": file_sha256(self.checkpoint)}
+            self.weights_file_record(self.checkpoint)
         arch = self.arch.name if self.arch.name in SAM_TYPES else self.arch.to_dict()
         return {"type": arch, "weights": "random-init" if self.random_init else self._weights_record}
 
