@@ -21,3 +21,7 @@ class ModelJob(Job):
         if self._weights_record is None:
             self._weights_record = {"file": Path(path).name, "sha256": file_sha256(path)}
         return self._weights_record
+
+    def restore_weights_record(self, record) -> None:
+        """Take the weights' record from recorded params (a merge), so no checkpoint is read again."""
+        self._weights_record = record if isinstance(record, dict) else None

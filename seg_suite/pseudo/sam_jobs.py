@@ -98,7 +98,7 @@ class SamMasksJob(_SamModelMixin, CocoMaskJob):
         """A job for ``finalize`` only (merge); it never loads a model."""
         job = cls(SamGeneratorParams(**params["generator"]), sam_type=cls._arch_from_params(params["sam"]),
                   random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"])
-        job._weights_record = params["sam"]["weights"] if isinstance(params["sam"]["weights"], dict) else None
+        job.restore_weights_record(params["sam"]["weights"])
         return job
 
     def prepare(self, item: WorkItem):
@@ -207,7 +207,7 @@ class SamRefineJob(_SamModelMixin, Job):
         job = cls(None, RefineParams(**params["refine"]), sam_type=cls._arch_from_params(params["sam"]),
                   random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"])
         job.categories, job.input_record = params["categories"], params["input"]
-        job._weights_record = params["sam"]["weights"] if isinstance(params["sam"]["weights"], dict) else None
+        job.restore_weights_record(params["sam"]["weights"])
         return job
 
     def prepare(self, item: WorkItem):
