@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.coco import check_coco
-from seg_suite.io.files import file_sha256, load_json
+from seg_suite.io.coco import images_by_name, read_named_coco
+from seg_suite.io.files import file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
 from seg_suite.pseudo.inputs import WorkItem, named_items
@@ -119,30 +119,6 @@ class SamMasksJob(_SamModelMixin, CocoMaskJob):
 
 
 # ------------------------------------------------------------------ refinement
-def read_coco_input(path: str | os.PathLike) -> dict:
-    """Load and check a COCO instance file to refine; UserError (one line) when it is unusable.
-
-    Beyond :func:`seg_suite.io.coco.check_coco` (structure, unique integer ids, no annotation of a
-    missing image), every annotation needs a segmentation and file names must be unique, since an
-    image is one work item keyed by its file name.
-    """
-    path = Path(path)
-    coco = load_json(path, "input file")
-    if isinstance(coco, dict) and isinstance(coco.get("images"), list) and isinstance(coco.get("annotations"), list):
-        ids = {im["id"] for im in coco["images"] if isinstance(im, dict) and isinstance(im.get("id"), int)}
-        for i, ann in enumerate(coco["annotations"]):
-            image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if not isinstance(image_id, int) or image_id not in ids or ann.get("segmentation") is None:
-                raise UserError(f"{path}: annotations[{i}] lacks a 'segmentation' or names an image_id not in images")
-    check_coco(coco, path, "input file")
-    names = set()
-    for image in coco["images"]:
-        if image["file_name"] in names:
-            raise UserError(f"{path}: file_name {image['file_name']!r} appears twice; each image must be listed once")
-        names.add(image["file_name"])
-    return coco
-
-
 class SamRefineJob(_SamModelMixin, Job):
     """Refine every mask of a COCO pseudo-label file with SAM (one item = one image).
 
@@ -176,11 +152,8 @@ class SamRefineJob(_SamModelMixin, Job):
         self._init_sam(sam_type, checkpoint, device, random_init)
 
     def _index(self, path: Path) -> None:
-        coco = read_coco_input(path)
-        by_id = {image["id"]: (image, []) for image in coco["images"]}
-        for ann in coco["annotations"]:
-            by_id[ann["image_id"]][1].append(ann)
-        self.coco_index = {image["file_name"]: (image, anns) for image, anns in by_id.values()}
+        coco = read_named_coco(path, "input file")
+        self.coco_index = images_by_name(coco)
         self.categories = coco.get("categories") or self.categories
         self.input_record = {"file": path.name, "sha256": file_sha256(path)}
 
