@@ -55,3 +55,40 @@ def test_pickled_job_keeps_record_but_not_model(tmp_path):
     copy = pickle.loads(pickle.dumps(job))
     assert copy.model is None
     assert copy._weights_record == {"file": "w.pth", "sha256": hashlib.sha256(b"y").hexdigest()}
+
+
+def test_model_device_resolves_and_refuses_missing_cuda(tmp_path, monkeypatch):
+    import pytest
+    import torch
+
+    from seg_suite.errors import UserError
+
+    job = _TinyJob(tmp_path / "w.pth")
+    assert job.model_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    job.device = "cuda"
+    with pytest.raises(UserError, match="CUDA is not available"):
+        job.model_device()
+
+
+def test_read_named_coco_indexes_by_file_name(tmp_path):
+    import json
+
+    import pytest
+
+    from seg_suite.errors import UserError
+    from seg_suite.io.coco import images_by_name, read_named_coco
+
+    seg = {"size": [2, 2], "counts": "04"}
+    coco = {"images": [{"id": 1, "file_name": "a.png"}, {"id": 2, "file_name": "b.png"}],
+            "annotations": [{"id": 5, "image_id": 2, "segmentation": seg}, {"id": 6, "image_id": 2, "segmentation": seg}]}
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(coco))
+    index = images_by_name(read_named_coco(path, "input file"))
+    assert list(index) == ["a.png", "b.png"]
+    assert index["a.png"] == (coco["images"][0], [])
+    assert [a["id"] for a in index["b.png"][1]] == [5, 6]
+    coco["images"][1]["file_name"] = "a.png"
+    path.write_text(json.dumps(coco))
+    with pytest.raises(UserError, match="appears twice"):
+        read_named_coco(path, "input file")

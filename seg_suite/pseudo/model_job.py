@@ -7,14 +7,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from seg_suite.devices import resolve_device
 from seg_suite.io.files import file_sha256
 from seg_suite.pseudo.jobs import Job
 
 
 class ModelJob(Job):
-    """A job whose output depends on a weights file; subclasses say how to find and build it."""
+    """A job whose output depends on a weights file; subclasses say how to find and build it.
 
+    Subclasses set ``device`` (as given on the command line, so the log shows it as typed) and
+    list their built model in ``heavy_attrs``, so a job sent to a worker carries no model.
+    """
+
+    device = "cpu"
     _weights_record = None
+
+    def model_device(self):
+        """``device`` as a ``torch.device`` that exists here; a one-line UserError otherwise."""
+        return resolve_device(self.device)
 
     def weights_file_record(self, path: Path) -> dict:
         """``{"file": name, "sha256": digest}`` of ``path``, hashed on the first call only."""

@@ -54,7 +54,7 @@ class _SamModelMixin(ModelJob):
 
     def _load_model(self):
         if self.model is None:
-            self.model = load_sam(self.arch, self.checkpoint, device=self.device, random_init=self.random_init)
+            self.model = load_sam(self.arch, self.checkpoint, device=self.model_device(), random_init=self.random_init)
         return self.model
 
     def runtime_info(self) -> dict:

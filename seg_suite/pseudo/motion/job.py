@@ -159,7 +159,7 @@ class RCFMasksJob(ModelJob, MotionMasksJob):
     def load(self) -> "RCFMasksJob":
         from seg_suite.pseudo.motion.rcf_segmenter import load_checkpoint
 
-        self._model = load_checkpoint(self.checkpoint, self.device)
+        self._model = load_checkpoint(self.checkpoint, self.model_device())
         return self
 
     def frame_masks(self, seq: Sequence):
