@@ -39,7 +39,7 @@ def sequence_items(spec) -> list[WorkItem]:
     return [WorkItem(s.key, s.path) for s in seqs]
 
 
-class MotionMasksJob(CocoMaskJob):
+class MotionMasksJob(ModelJob, CocoMaskJob):
     name: ClassVar[str] = "motion_masks"
     unit: ClassVar[str] = "video"
     heavy_attrs: ClassVar[tuple[str, ...]] = ("_flow",)
@@ -126,7 +126,7 @@ class MotionMasksJob(CocoMaskJob):
                 Image.fromarray(frame).save(fh, format="JPEG", quality=95)
 
 
-class RCFMasksJob(ModelJob, MotionMasksJob):
+class RCFMasksJob(MotionMasksJob):
     """Export a trained RCF segmenter's object channel as pseudo-masks (same outputs as above).
 
     Components smaller than ``min_area`` of the frame are dropped, as in the weight-free job.
