@@ -10,7 +10,7 @@ from PIL import Image
 
 from seg_suite.io.masks import mask_to_bbox
 from seg_suite.io.panoptic import rgb_to_id
-from seg_suite.pseudo.panoptic import assemble_panoptic, semantic_from_panoptic
+from seg_suite.pseudo.panoptic_rules import assemble_panoptic, semantic_from_panoptic
 
 
 def box(h, w, y0, y1, x0, x1):

@@ -1,8 +1,8 @@
 """Reading COCO instance files (ground truth, pseudo-labels, results) with their structure checked.
 
 Annotation files come from other people and other tools, so everything that reads one goes
-through :func:`read_coco` (an ``images`` + ``annotations`` file) or :func:`read_results` (a
-detectron2/COCO result list). They refuse, with one line naming the file, what would otherwise
+through :func:`read_coco` (an ``images`` + ``annotations`` file), :func:`read_named_coco` (one whose
+images are work items keyed by file name) or :func:`read_results` (a detectron2/COCO result list). They refuse, with one line naming the file, what would otherwise
 fail later with a traceback or succeed silently with wrong numbers:
 
 - a file that is missing, truncated, not JSON, or JSON of the wrong shape (a list where an
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -109,6 +110,38 @@ def read_coco(path: str | os.PathLike, what: str = "annotation file", *, check_m
               max_pixels: int = MAX_MASK_PIXELS) -> dict:
     """Load and validate a COCO instance file; one-line :class:`UserError` for anything wrong."""
     return check_coco(load_json(path, what), path, what, check_masks=check_masks, max_pixels=max_pixels)
+
+
+def read_named_coco(path: str | os.PathLike, what: str = "annotation file") -> dict:
+    """A COCO instance file whose images are work items keyed by file name; one-line UserError otherwise.
+
+    Beyond :func:`check_coco` (structure, unique integer ids, no annotation of a
+    missing image), every annotation needs a segmentation and file names must be unique, since an
+    image is one work item keyed by its file name.
+    """
+    path = Path(path)
+    coco = load_json(path, what)
+    if isinstance(coco, dict) and isinstance(coco.get("images"), list) and isinstance(coco.get("annotations"), list):
+        ids = {im["id"] for im in coco["images"] if isinstance(im, dict) and isinstance(im.get("id"), int)}
+        for i, ann in enumerate(coco["annotations"]):
+            image_id = ann.get("image_id") if isinstance(ann, dict) else None
+            if not isinstance(image_id, int) or image_id not in ids or ann.get("segmentation") is None:
+                raise UserError(f"{path}: annotations[{i}] lacks a 'segmentation' or names an image_id not in images")
+    check_coco(coco, path, what)
+    names = set()
+    for image in coco["images"]:
+        if image["file_name"] in names:
+            raise UserError(f"{path}: file_name {image['file_name']!r} appears twice; each image must be listed once")
+        names.add(image["file_name"])
+    return coco
+
+
+def images_by_name(coco: dict) -> dict[str, tuple[dict, list[dict]]]:
+    """file_name -> (its image record, its annotations in file order), for a :func:`read_named_coco` file."""
+    by_id = {image["id"]: (image, []) for image in coco["images"]}
+    for ann in coco["annotations"]:
+        by_id[ann["image_id"]][1].append(ann)
+    return {image["file_name"]: (image, anns) for image, anns in by_id.values()}
 
 
 def annotations_by_file(coco: dict) -> dict[str, list[dict]]:

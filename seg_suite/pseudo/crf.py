@@ -24,7 +24,8 @@ BI_RGB_STD = 5
 BI_W = 10
 
 
-def _densecrf_module():
+def densecrf_module():
+    """The pydensecrf modules (densecrf, utils); a one-line UserError when it is not installed."""
     try:
         import pydensecrf.densecrf as dcrf
         import pydensecrf.utils as dcrf_utils
@@ -43,7 +44,7 @@ def densecrf(image: np.ndarray, mask: np.ndarray, n_iter: int = MAX_ITER) -> np.
     resized bilinearly to ``[H, W]``, as the reference does). Returns bool ``[H, W]``, the
     MAP labelling (True = foreground).
     """
-    dcrf, dcrf_utils = _densecrf_module()
+    dcrf, dcrf_utils = densecrf_module()
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"densecrf needs a uint8 HxWx3 image, got {image.dtype} {image.shape}")
     H, W = image.shape[:2]

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write_json, atomic_write_npy, file_sha256
+from seg_suite.io.files import atomic_write_json, atomic_write_npy
 from seg_suite.io.images import DEFAULT_MAX_PIXELS
-from seg_suite.pseudo.jobs import Job
+from seg_suite.pseudo.model_job import ModelJob
 
 
-class BackboneJob(Job):
+class BackboneJob(ModelJob):
     """Shared set-up of the jobs that run a feature backbone over images (MaskCut, clustering, stuff maps).
 
     Records the checkpoint's file name and SHA-256 for ``params`` (:meth:`weights_record`), and
@@ -63,8 +63,7 @@ class BackboneJob(Job):
             return None
         if self._weights_record is None:
             self._resolve_weights()
-            self._weights_record = {"file": self.weights.name, "sha256": file_sha256(self.weights)}
-        return self._weights_record
+        return self.weights_file_record(self.weights)
 
     def load(self):
         """Build the extractor now, so a missing checkpoint fails before any work."""

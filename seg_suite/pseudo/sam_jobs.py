@@ -18,18 +18,19 @@ from typing import Any
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.coco import check_coco
-from seg_suite.io.files import file_sha256, load_json
+from seg_suite.io.coco import images_by_name, read_named_coco
+from seg_suite.io.files import file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_area, mask_to_bbox, mask_to_rle, rle_to_mask
 from seg_suite.pseudo.inputs import WorkItem, named_items
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError, Job
+from seg_suite.pseudo.model_job import ModelJob
 from seg_suite.pseudo.sam import (SAM_TYPES, SamArch, SamGeneratorParams, generate_masks, get_arch, load_sam,
                                   make_generator, resolve_sam_checkpoint)
 from seg_suite.pseudo.sam_refine import RefineParams, refine_masks
 
 
-class _SamModelMixin:
+class _SamModelMixin(ModelJob):
     """The SAM model shared by both jobs: resolved, recorded in params, built on first use."""
 
     def _init_sam(self, sam_type, checkpoint, device, random_init):
@@ -43,7 +44,7 @@ class _SamModelMixin:
     def _sam_params(self) -> dict:
         if self._weights_record is None and not self.random_init:
             self.checkpoint = resolve_sam_checkpoint(self.arch, self.checkpoint)  # MissingWeightsError if absent
-            self._weights_record = {"file": self.checkpoint.name, "sha256": file_sha256(self.checkpoint)}
+            self.weights_file_record(self.checkpoint)
         arch = self.arch.name if self.arch.name in SAM_TYPES else self.arch.to_dict()
         return {"type": arch, "weights": "random-init" if self.random_init else self._weights_record}
 
@@ -53,7 +54,7 @@ class _SamModelMixin:
 
     def _load_model(self):
         if self.model is None:
-            self.model = load_sam(self.arch, self.checkpoint, device=self.device, random_init=self.random_init)
+            self.model = load_sam(self.arch, self.checkpoint, device=self.model_device(), random_init=self.random_init)
         return self.model
 
     def runtime_info(self) -> dict:
@@ -97,7 +98,7 @@ class SamMasksJob(_SamModelMixin, CocoMaskJob):
         """A job for ``finalize`` only (merge); it never loads a model."""
         job = cls(SamGeneratorParams(**params["generator"]), sam_type=cls._arch_from_params(params["sam"]),
                   random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"])
-        job._weights_record = params["sam"]["weights"] if isinstance(params["sam"]["weights"], dict) else None
+        job.restore_weights_record(params["sam"]["weights"])
         return job
 
     def prepare(self, item: WorkItem):
@@ -118,30 +119,6 @@ class SamMasksJob(_SamModelMixin, CocoMaskJob):
 
 
 # ------------------------------------------------------------------ refinement
-def read_coco_input(path: str | os.PathLike) -> dict:
-    """Load and check a COCO instance file to refine; UserError (one line) when it is unusable.
-
-    Beyond :func:`seg_suite.io.coco.check_coco` (structure, unique integer ids, no annotation of a
-    missing image), every annotation needs a segmentation and file names must be unique, since an
-    image is one work item keyed by its file name.
-    """
-    path = Path(path)
-    coco = load_json(path, "input file")
-    if isinstance(coco, dict) and isinstance(coco.get("images"), list) and isinstance(coco.get("annotations"), list):
-        ids = {im["id"] for im in coco["images"] if isinstance(im, dict) and isinstance(im.get("id"), int)}
-        for i, ann in enumerate(coco["annotations"]):
-            image_id = ann.get("image_id") if isinstance(ann, dict) else None
-            if not isinstance(image_id, int) or image_id not in ids or ann.get("segmentation") is None:
-                raise UserError(f"{path}: annotations[{i}] lacks a 'segmentation' or names an image_id not in images")
-    check_coco(coco, path, "input file")
-    names = set()
-    for image in coco["images"]:
-        if image["file_name"] in names:
-            raise UserError(f"{path}: file_name {image['file_name']!r} appears twice; each image must be listed once")
-        names.add(image["file_name"])
-    return coco
-
-
 class SamRefineJob(_SamModelMixin, Job):
     """Refine every mask of a COCO pseudo-label file with SAM (one item = one image).
 
@@ -175,11 +152,8 @@ class SamRefineJob(_SamModelMixin, Job):
         self._init_sam(sam_type, checkpoint, device, random_init)
 
     def _index(self, path: Path) -> None:
-        coco = read_coco_input(path)
-        by_id = {image["id"]: (image, []) for image in coco["images"]}
-        for ann in coco["annotations"]:
-            by_id[ann["image_id"]][1].append(ann)
-        self.coco_index = {image["file_name"]: (image, anns) for image, anns in by_id.values()}
+        coco = read_named_coco(path, "input file")
+        self.coco_index = images_by_name(coco)
         self.categories = coco.get("categories") or self.categories
         self.input_record = {"file": path.name, "sha256": file_sha256(path)}
 
@@ -206,7 +180,7 @@ class SamRefineJob(_SamModelMixin, Job):
         job = cls(None, RefineParams(**params["refine"]), sam_type=cls._arch_from_params(params["sam"]),
                   random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"])
         job.categories, job.input_record = params["categories"], params["input"]
-        job._weights_record = params["sam"]["weights"] if isinstance(params["sam"]["weights"], dict) else None
+        job.restore_weights_record(params["sam"]["weights"])
         return job
 
     def prepare(self, item: WorkItem):

@@ -123,9 +123,9 @@ def dense_crf_labels(image: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """Multi-label dense CRF (STEGO ``src/crf.py`` parameters): uint8 [H,W,3], logits [S,H,W] -> [H,W] labels."""
     import torch
 
-    from seg_suite.pseudo.crf import _densecrf_module
+    from seg_suite.pseudo.crf import densecrf_module
 
-    dcrf, utils = _densecrf_module()
+    dcrf, utils = densecrf_module()
     s, h, w = logits.shape
     probs = torch.softmax(torch.from_numpy(logits).float(), dim=0).numpy()
     crf = dcrf.DenseCRF2D(w, h, s)

@@ -17,9 +17,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from seg_suite.io.files import atomic_write, atomic_write_png, file_sha256
+from seg_suite.io.files import atomic_write, atomic_write_png
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.jobs import CocoMaskJob, ItemError
+from seg_suite.pseudo.model_job import ModelJob
 from seg_suite.pseudo.motion.flow import build_flow
 from seg_suite.pseudo.motion.flow_cache import FlowCache
 from seg_suite.pseudo.motion.pipeline import MotionMaskParams, segment_sequence
@@ -38,7 +39,7 @@ def sequence_items(spec) -> list[WorkItem]:
     return [WorkItem(s.key, s.path) for s in seqs]
 
 
-class MotionMasksJob(CocoMaskJob):
+class MotionMasksJob(ModelJob, CocoMaskJob):
     name: ClassVar[str] = "motion_masks"
     unit: ClassVar[str] = "video"
     heavy_attrs: ClassVar[tuple[str, ...]] = ("_flow",)
@@ -139,8 +140,14 @@ class RCFMasksJob(MotionMasksJob):
         super().__init__(None, masks_dir=masks_dir, frames_dir=frames_dir, device=device)
         self.checkpoint = checkpoint
         self.min_area = min_area
-        self.checkpoint_sha256 = checkpoint_sha256 or _sha256(checkpoint)
+        self.checkpoint_sha256 = checkpoint_sha256 or self._checkpoint_sha256(checkpoint)
         self._model = None
+
+    def _checkpoint_sha256(self, path) -> str:
+        """Digest of the checkpoint, or "" when there is none to read (a job rebuilt from its params)."""
+        if not path or not Path(path).is_file():
+            return ""
+        return self.weights_file_record(path)["sha256"]
 
     def params(self) -> dict:
         return {"rcf_checkpoint_sha256": self.checkpoint_sha256, "min_area": self.min_area}
@@ -152,7 +159,7 @@ class RCFMasksJob(MotionMasksJob):
     def load(self) -> "RCFMasksJob":
         from seg_suite.pseudo.motion.rcf_segmenter import load_checkpoint
 
-        self._model = load_checkpoint(self.checkpoint, self.device)
+        self._model = load_checkpoint(self.checkpoint, self.model_device())
         return self
 
     def frame_masks(self, seq: Sequence):
@@ -166,10 +173,3 @@ class RCFMasksJob(MotionMasksJob):
         for i, name, mask, prob in predict_sequence(model, cfg, channel, seq, self.device):
             mask, inst = split_components(mask, prob, self.min_area)
             yield FrameMasks(i, name, mask.shape[0], mask.shape[1], mask, inst)
-
-
-def _sha256(path) -> str:
-    """Digest of the checkpoint, or "" when there is none to read (a job rebuilt from its params)."""
-    if not path or not Path(path).is_file():
-        return ""
-    return file_sha256(path)
