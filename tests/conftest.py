@@ -66,7 +66,7 @@ def bright_images(tmp_path) -> tuple[Path, dict[str, list[np.ndarray]]]:
 @pytest.fixture
 def one_thread():
     """One torch thread for in-process training: on a busy 2-core machine OpenMP's spinning threads
-    cost several times the CPU time (tests/test_train_net.py measured ~5x)."""
+    cost several times the CPU time (tests/engine/test_train_net.py measured ~5x)."""
     import torch
 
     before = torch.get_num_threads()

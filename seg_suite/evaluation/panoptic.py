@@ -2,7 +2,7 @@
 
 panopticapi (github.com/cocodataset/panopticapi, ``panopticapi/evaluation.py``) is not on the
 package registry, so the metric is implemented here and pinned by hand-computed cases
-(tests/test_panoptic_eval.py). The rules it reproduces:
+(tests/evaluation/test_panoptic_eval.py). The rules it reproduces:
 
 - Segment ids are decoded from RGB PNGs as ``id = R + 256 G + 256^2 B``; id ``VOID`` (0) is
   unlabelled. Pixel pairs are counted with ``gt_id * OFFSET + pred_id`` (OFFSET = 256^3).

@@ -30,7 +30,7 @@ import torch
 
 from seg_suite.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs/synthetic/maskformer2_R50_tiny_cpu.yaml")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

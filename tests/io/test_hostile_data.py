@@ -1,6 +1,6 @@
 """Data files written by somebody else: names that leave their roots, masks larger than their images,
 broken or foreign files, and outputs that cannot be written, for visualize, cluster, panoptic and the
-evaluators (refine's cases are in tests/test_sam.py, beside its tiny SAM model).
+evaluators (refine's cases are in tests/pseudo/test_sam.py, beside its tiny SAM model).
 
 Every refusal is either one ``error:`` line with exit code 2 (a whole file is wrong) or the one item
 listed as failed/skipped with its reason while the rest goes on.
@@ -232,7 +232,7 @@ MEASURE = ("import json, resource, subprocess, sys\n"
 
 def run_measured(argv: list[str], cwd: Path) -> dict:
     """Run ``argv`` in a fresh wrapper process; returns its exit code, output and peak RSS (KB) alone."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     done = subprocess.run([sys.executable, "-c", MEASURE, *argv], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ from detectron2.data import transforms as T  # noqa: E402
 from seg_suite.errors import UserError  # noqa: E402
 from seg_suite.io.masks import mask_to_rle  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "configs/synthetic/maskformer2_R50_tiny_cpu_panoptic.yaml"
 H, W = 48, 64
 

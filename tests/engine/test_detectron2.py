@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 INSTALLER = REPO / "tools" / "install_detectron2.py"
 
 # `make test` installs detectron2 first, so its absence is a failure, not a reason to skip.

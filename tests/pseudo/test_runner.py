@@ -31,7 +31,7 @@ from seg_suite.pseudo.runner import (
     sidecar_path,
 )
 
-CHILD = Path(__file__).with_name("runner_jobs.py")
+CHILD = Path(__file__).resolve().parents[1] / "runner_jobs.py"
 
 
 def resolver(class_path):

@@ -15,7 +15,7 @@ from seg_suite.workflows.self_training import merge_pseudo_labels, pairwise_mask
 from seg_suite.errors import UserError
 from seg_suite.io.masks import mask_iou, mask_to_rle, rle_to_mask
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "configs/synthetic/maskformer2_R50_tiny_cpu.yaml"
 H, W = 20, 30
 

@@ -17,7 +17,7 @@ from seg_suite.config import add_seg_suite_config
 from seg_suite.errors import MissingWeightsError, UserError
 from seg_suite.modeling import MaskFormerCheckpointer
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def _cfg():
