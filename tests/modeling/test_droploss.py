@@ -145,7 +145,7 @@ def test_config_keys_reach_the_criterion_of_a_built_model():
     """MODEL.MASK_FORMER.DROPLOSS_IOU / DEBIAS_* must switch the options of the model's criterion."""
     from detectron2.modeling import build_model
 
-    from tests.test_modeling_model import tiny_cfg
+    from test_modeling_model import tiny_cfg
 
     cfg = tiny_cfg()
     assert build_model(cfg).criterion.droploss_iou == 0.0  # off by default (official behaviour)

@@ -174,7 +174,7 @@ def test_matched_masks_from_embeddings_equal_full_masks():
     the losses and parameter gradients of differentiating every full mask, as the reference does."""
     from detectron2.modeling import build_model
 
-    from tests.test_modeling_model import _input, tiny_cfg
+    from test_modeling_model import _input, tiny_cfg
 
     torch.manual_seed(0)
     model = build_model(tiny_cfg()).double().train()
