@@ -42,7 +42,12 @@ class Stage:
         with another config)."""
         if not self.marker.is_file():
             return None
-        record = json.loads(self.marker.read_text())
+        try:
+            record = json.loads(self.marker.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):  # a damaged marker: the step runs again
+            return None
+        if not isinstance(record, dict):
+            return None
         if self.config is not None and record.get("config") != self.config:
             return None
         return record

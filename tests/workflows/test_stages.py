@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from seg_suite.workflows.stages import Stage
 
 
@@ -54,3 +56,13 @@ def test_an_interrupted_stage_leaves_no_marker(tmp_path):
     except KeyboardInterrupt:
         pass
     assert stage.done() is None and not (tmp_path / "train" / "stage.json").exists()
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"\xff\xfe", b"[1, 2]"])
+def test_a_damaged_marker_counts_as_not_done(tmp_path, content):
+    stage = Stage(tmp_path / "s", "s")
+    stage.folder.mkdir()
+    stage.marker.write_bytes(content)
+    assert stage.done() is None
+    assert stage.finish({"n": 1})["n"] == 1
+    assert Stage(tmp_path / "s", "s").done()["n"] == 1
