@@ -27,7 +27,8 @@ Metrics under a mapping (all in percent):
   thing clusters map to thing classes (matched-segment counts, as for instances) and stuff
   clusters to stuff classes (pixel counts); pixels of an unmapped segment become VOID.
 
-Class-agnostic AP/AP50/AR is :func:`seg_suite.evaluation.class_agnostic.evaluate_class_agnostic`.
+Each task is an adapter run by the one loop of :func:`seg_suite.evaluation.fit_score.fit_and_score`
+(split, fit the mapping, score). Class-agnostic AP/AP50/AR is :func:`seg_suite.evaluation.class_agnostic.evaluate_class_agnostic`.
 Needs no detectron2.
 
 Inputs are checked for being what the task scores before anything is computed, and refused with
@@ -48,6 +49,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.evaluation.fit_score import fit_and_score
 from seg_suite.evaluation.fit_split import FitSplit, HeldOut, ScoredSplit, SeparateSplit, split_fit_score  # noqa: F401
 from seg_suite.evaluation.mapping import (PROTOCOLS, UNMAPPED, fit_mapping, hungarian_mapping,  # noqa: F401
                                          majority_mapping, remap)
@@ -158,6 +160,64 @@ def png_index(folder) -> dict[str, Path]:
     return index
 
 
+class _SemanticTask:
+    """Cluster maps against class maps, paired by relative path (the adapter of :func:`evaluate_semantic`)."""
+
+    def __init__(self, pred_dir, gt_dir, fit_pred_dir, fit_gt_dir, separate, num_clusters, num_classes,
+                 cocostuff27, class_names, progress):
+        self.cocostuff27, self.class_names, self.progress = cocostuff27, class_names, progress
+        self.scored = self._pairs(pred_dir, gt_dir)
+        self.fit_pairs = self._pairs(fit_pred_dir, fit_gt_dir) if separate else {}
+        if num_clusters is None or num_classes is None:  # one pass to size the matrices
+            max_p, max_g = 0, 0
+            for pp, gp in list(self.scored.values()) + list(self.fit_pairs.values()):
+                pred, gt = self.load_pair(pp, gp)
+                max_p = max(max_p, int(pred[pred != IGNORE].max(initial=0)))
+                max_g = max(max_g, int(gt[gt != IGNORE].max(initial=0)))
+            num_clusters = num_clusters or max_p + 1
+            num_classes = num_classes or (27 if cocostuff27 else max_g + 1)
+        self.num_clusters, self.num_classes = num_clusters, num_classes
+
+    def load_pair(self, pred_path, gt_path):
+        pred, gt = _read_png(pred_path), _read_png(gt_path)
+        if pred.ndim != 2 or gt.ndim != 2:
+            raise UserError(f"label maps must be single-channel PNGs: {pred_path}, {gt_path}")
+        if pred.shape != gt.shape:
+            raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]}, {gt_path} {gt.shape[1]}x{gt.shape[0]}")
+        return pred, (cocostuff_to_27(gt) if self.cocostuff27 else gt)
+
+    @staticmethod
+    def _pairs(pdir, gdir):
+        p, g = png_index(pdir), png_index(gdir)
+        common = sorted(set(p) & set(g))
+        if not common:
+            raise UserError(f"no PNG in {pdir} has a ground-truth PNG of the same name in {gdir}")
+        return {k: (p[k], g[k]) for k in common}
+
+    def _confusion(self, pairs, desc):
+        from tqdm import tqdm
+
+        conf = np.zeros((self.num_clusters + 1, self.num_classes), np.int64)
+        for pp, gp in tqdm(pairs, desc=desc, disable=not self.progress):
+            conf += semantic_confusion(*self.load_pair(pp, gp), self.num_clusters, self.num_classes)
+        return conf
+
+    def items(self):
+        return self.scored
+
+    def separate_items(self):
+        return list(self.fit_pairs.values())
+
+    def fit(self, items, protocol, extra, separate):
+        return fit_mapping(self._confusion(items, "fit mapping")[:self.num_clusters], protocol, extra)
+
+    def score(self, mapping, names):
+        conf = self._confusion([self.scored[n] for n in names], "score")
+        names_of = self.class_names or (COCOSTUFF_27_NAMES if self.cocostuff27 else None)
+        record = mapping_dict(mapping, range(self.num_clusters), range(self.num_classes))
+        return semantic_metrics(conf, mapping, names_of), record, len(names)
+
+
 def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_classes: int | None = None,
                       protocol: str = "hungarian", fit: FitSplit = HeldOut(), fit_pred_dir=None,
                       fit_gt_dir=None, cocostuff27: bool = False, class_names=None, extra: str = "assign",
@@ -167,50 +227,9 @@ def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_
     Files pair up by relative path without extension. ``cocostuff27``: the ground truth holds COCO-Stuff's
     182 fine labels, scored as 27 classes. Returns the metrics plus ``mapping``, ``protocol`` and ``fit``.
     """
-    from tqdm import tqdm
-
-    def load_pair(pred_path, gt_path):
-        pred, gt = _read_png(pred_path), _read_png(gt_path)
-        if pred.ndim != 2 or gt.ndim != 2:
-            raise UserError(f"label maps must be single-channel PNGs: {pred_path}, {gt_path}")
-        if pred.shape != gt.shape:
-            raise UserError(f"{pred_path} is {pred.shape[1]}x{pred.shape[0]}, {gt_path} {gt.shape[1]}x{gt.shape[0]}")
-        return pred, (cocostuff_to_27(gt) if cocostuff27 else gt)
-
-    def pairs(pdir, gdir):
-        p, g = png_index(pdir), png_index(gdir)
-        common = sorted(set(p) & set(g))
-        if not common:
-            raise UserError(f"no PNG in {pdir} has a ground-truth PNG of the same name in {gdir}")
-        return {k: (p[k], g[k]) for k in common}
-
-    scored = pairs(pred_dir, gt_dir)
-    fit_pairs = pairs(fit_pred_dir, fit_gt_dir) if isinstance(fit, SeparateSplit) else None
-    if num_clusters is None or num_classes is None:  # one pass to size the matrices
-        max_p, max_g = 0, 0
-        for pp, gp in list(scored.values()) + list((fit_pairs or {}).values()):
-            pred, gt = load_pair(pp, gp)
-            max_p = max(max_p, int(pred[pred != IGNORE].max(initial=0)))
-            max_g = max(max_g, int(gt[gt != IGNORE].max(initial=0)))
-        num_clusters = num_clusters or max_p + 1
-        num_classes = num_classes or (27 if cocostuff27 else max_g + 1)
-    fit_names, score_names = fit.split(list(scored))
-    if isinstance(fit, SeparateSplit):
-        fit_items = list(fit_pairs.values())
-    else:
-        fit_items = [scored[n] for n in fit_names]
-    conf_fit = np.zeros((num_clusters + 1, num_classes), np.int64)
-    for pp, gp in tqdm(fit_items, desc="fit mapping", disable=not progress):
-        conf_fit += semantic_confusion(*load_pair(pp, gp), num_clusters, num_classes)
-    mapping = fit_mapping(conf_fit[:num_clusters], protocol, extra)
-    conf = np.zeros_like(conf_fit)
-    for name in tqdm(score_names, desc="score", disable=not progress):
-        conf += semantic_confusion(*load_pair(*scored[name]), num_clusters, num_classes)
-    names = class_names or (COCOSTUFF_27_NAMES if cocostuff27 else None)
-    res = semantic_metrics(conf, mapping, names)
-    res.update(protocol=protocol, fit=fit.describe(len(fit_items), len(score_names)),
-               mapping=mapping_dict(mapping, range(num_clusters), range(num_classes)))
-    return res
+    task = _SemanticTask(pred_dir, gt_dir, fit_pred_dir, fit_gt_dir, isinstance(fit, SeparateSplit),
+                         num_clusters, num_classes, cocostuff27, class_names, progress)
+    return fit_and_score(task, fit, protocol, extra)
 
 
 def mapping_dict(mapping: np.ndarray, cluster_ids, class_ids) -> dict[str, int | None]:
@@ -331,6 +350,88 @@ def coco_ap(pred_anns: list[dict], gt: dict, image_ids: list[int], iou_type: str
     return {k: (100 * float(v) if v >= 0 else math.nan) for k, v in zip(names, ev.stats[:6])}
 
 
+class _InstanceTask:
+    """A clustered COCO file against ground truth, images paired by ``file_name`` (the adapter of
+    :func:`evaluate_instances`). Items are ground-truth file names -> (pred id, gt id), or None for an
+    image without a prediction (it still counts in the split)."""
+
+    def __init__(self, pred, gt, fit_pred, fit_gt, src):
+        from seg_suite.evaluation.class_agnostic import match_images_by_file_name
+
+        self.pred, self.gt, self.fit_pred, self.fit_gt, self.src = pred, gt, fit_pred, fit_gt, src
+        self.cluster_ids = sorted({c["id"] for c in pred.get("categories", [])}
+                                  | {a["category_id"] for a in pred["annotations"]})
+        self.class_ids = [c["id"] for c in gt["categories"]]
+        self.cluster_index = {k: i for i, k in enumerate(self.cluster_ids)}
+        self.class_index = {k: i for i, k in enumerate(self.class_ids)}
+        unsized = next((im for im in gt["images"] if im.get("height") is None or im.get("width") is None), None)
+        if unsized is not None:
+            raise UserError(f"{src['gt']}: image {unsized['id']} has no height/width; ground truth needs both")
+        self.match = match_images_by_file_name(pred["images"], gt["images"], src["pred"])  # pred id -> gt id
+        _check_pairs(pred, gt, self.match, src["pred"])
+        self.gt_name = {im["id"]: im["file_name"] for im in gt["images"]}
+        if len(set(self.gt_name.values())) != len(self.gt_name):
+            raise UserError(f"{src['gt']}: a file_name appears more than once; images pair up by file_name")
+
+    def items(self):
+        pair_of = {self.gt_name[g]: (p, g) for p, g in self.match.items()}
+        return {im["file_name"]: pair_of.get(im["file_name"]) for im in self.gt["images"]}
+
+    def separate_items(self):
+        from seg_suite.evaluation.class_agnostic import match_images_by_file_name
+
+        if self.fit_pred is None or self.fit_gt is None:
+            raise UserError("a separate fit split needs both its predictions and its ground truth")
+        fmatch = match_images_by_file_name(self.fit_pred["images"], self.fit_gt["images"], self.src["fit_pred"])
+        _check_pairs(self.fit_pred, self.fit_gt, fmatch, self.src["fit_pred"])
+        return list(fmatch.items())
+
+    def fit(self, items, protocol, extra, separate):
+        pred, gt = (self.fit_pred, self.fit_gt) if separate else (self.pred, self.gt)
+        pairs = [pair for pair in items if pair is not None]
+        conf = instance_confusion(pred, gt, pairs, self.cluster_index, self.class_index)
+        return fit_mapping(conf, protocol, extra)
+
+    def score(self, mapping, names):
+        from pycocotools import mask as mask_utils
+
+        gt, src = self.gt, self.src
+        score_set = set(names)
+        self.score_set = score_set
+        self.score_ids = [im["id"] for im in gt["images"] if im["file_name"] in score_set]
+        g_size = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
+        anns = []
+        for a in self.pred["annotations"]:
+            g = self.match.get(a["image_id"])
+            m = mapping[self.cluster_index[a["category_id"]]]
+            if g is None or self.gt_name[g] not in score_set or m < 0:
+                continue
+            bbox = a.get("bbox")
+            if bbox is None:  # not every pseudo-label writer stores boxes: the mask's own box
+                bbox = mask_utils.toBbox(_rles([a], *g_size[g])[0]).tolist()
+            score = a.get("score", 1.0)
+            if not isinstance(score, (int, float)) or isinstance(score, bool):
+                raise UserError(f"{src['pred']}: annotation {a.get('id')} has score {score!r}, not a number")
+            anns.append({"image_id": g, "category_id": self.class_ids[m], "segmentation": a["segmentation"],
+                         "bbox": bbox, "score": float(score)})
+        metrics = {"segm": coco_ap(anns, gt, self.score_ids, "segm"),
+                   "bbox": coco_ap(anns, gt, self.score_ids, "bbox")}
+        return metrics, mapping_dict(mapping, self.cluster_ids, self.class_ids), len(self.score_ids)
+
+    def class_agnostic(self) -> dict:
+        """Class-agnostic AP/AP50/AR of the predictions on the scored images (after :meth:`score`)."""
+        from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic
+
+        pred, gt, score_set = self.pred, self.gt, self.score_set
+        scored_gt = dict(gt, images=[im for im in gt["images"] if im["file_name"] in score_set],
+                         annotations=[a for a in gt["annotations"] if a["image_id"] in set(self.score_ids)])
+        keep = {p for p, g in self.match.items() if self.gt_name[g] in score_set}
+        scored_pred = dict(pred, images=[im for im in pred["images"] if im["id"] in keep],
+                           annotations=[a for a in pred["annotations"] if a["image_id"] in keep])
+        return evaluate_class_agnostic(scored_pred, scored_gt, pred_source=self.src["pred"],
+                                       gt_source=self.src["gt"])
+
+
 def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit: FitSplit = HeldOut(),
                        fit_pred: dict | None = None, fit_gt: dict | None = None, extra: str = "assign",
                        class_agnostic: bool = True, sources: dict[str, str] | None = None) -> dict:
@@ -339,10 +440,6 @@ def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit
 
     ``sources`` names the inputs in error messages (keys ``pred``, ``gt``, ``fit_pred``, ``fit_gt``;
     their paths, for a CLI). Every input is checked first (:func:`check_instance_file`)."""
-    from pycocotools import mask as mask_utils
-
-    from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, match_images_by_file_name
-
     src = {"pred": "the predictions", "gt": "the ground truth", "fit_pred": "the fit predictions",
            "fit_gt": "the fit ground truth", **(sources or {})}
     check_instance_file(pred, src["pred"], "prediction")
@@ -351,59 +448,10 @@ def evaluate_instances(pred: dict, gt: dict, *, protocol: str = "hungarian", fit
         check_instance_file(fit_pred, src["fit_pred"], "prediction")
     if fit_gt is not None:
         check_instance_file(fit_gt, src["fit_gt"], "ground-truth")
-    cluster_ids = sorted({c["id"] for c in pred.get("categories", [])}
-                         | {a["category_id"] for a in pred["annotations"]})
-    class_ids = [c["id"] for c in gt["categories"]]
-    cluster_index = {k: i for i, k in enumerate(cluster_ids)}
-    class_index = {k: i for i, k in enumerate(class_ids)}
-    unsized = next((im for im in gt["images"] if im.get("height") is None or im.get("width") is None), None)
-    if unsized is not None:
-        raise UserError(f"{src['gt']}: image {unsized['id']} has no height/width; ground truth needs both")
-    match = match_images_by_file_name(pred["images"], gt["images"], src["pred"])  # pred id -> gt id
-    _check_pairs(pred, gt, match, src["pred"])
-    gt_name = {im["id"]: im["file_name"] for im in gt["images"]}
-    fit_names, score_names = fit.split([im["file_name"] for im in gt["images"]])
-    if isinstance(fit, SeparateSplit):
-        if fit_pred is None or fit_gt is None:
-            raise UserError("a separate fit split needs both its predictions and its ground truth")
-        fmatch = match_images_by_file_name(fit_pred["images"], fit_gt["images"], src["fit_pred"])
-        _check_pairs(fit_pred, fit_gt, fmatch, src["fit_pred"])
-        conf = instance_confusion(fit_pred, fit_gt, list(fmatch.items()), cluster_index, class_index)
-        n_fit = len(fmatch)
-    else:
-        fit_set = set(fit_names)
-        pairs = [(p, g) for p, g in match.items() if gt_name[g] in fit_set]
-        conf = instance_confusion(pred, gt, pairs, cluster_index, class_index)
-        n_fit = len(fit_names)
-    mapping = fit_mapping(conf, protocol, extra)
-    score_set = set(score_names)
-    score_ids = [im["id"] for im in gt["images"] if im["file_name"] in score_set]
-    g_size = {im["id"]: (im["height"], im["width"]) for im in gt["images"]}
-    anns = []
-    for a in pred["annotations"]:
-        g = match.get(a["image_id"])
-        m = mapping[cluster_index[a["category_id"]]]
-        if g is None or gt_name[g] not in score_set or m < 0:
-            continue
-        bbox = a.get("bbox")
-        if bbox is None:  # not every pseudo-label writer stores boxes: the mask's own box
-            bbox = mask_utils.toBbox(_rles([a], *g_size[g])[0]).tolist()
-        score = a.get("score", 1.0)
-        if not isinstance(score, (int, float)) or isinstance(score, bool):
-            raise UserError(f"{src['pred']}: annotation {a.get('id')} has score {score!r}, not a number")
-        anns.append({"image_id": g, "category_id": class_ids[m], "segmentation": a["segmentation"],
-                     "bbox": bbox, "score": float(score)})
-    res = {"segm": coco_ap(anns, gt, score_ids, "segm"), "bbox": coco_ap(anns, gt, score_ids, "bbox"),
-           "protocol": protocol, "fit": fit.describe(n_fit, len(score_ids)),
-           "mapping": mapping_dict(mapping, cluster_ids, class_ids)}
+    task = _InstanceTask(pred, gt, fit_pred, fit_gt, src)
+    res = fit_and_score(task, fit, protocol, extra)
     if class_agnostic:
-        scored_gt = dict(gt, images=[im for im in gt["images"] if im["file_name"] in score_set],
-                         annotations=[a for a in gt["annotations"] if a["image_id"] in set(score_ids)])
-        keep = {p for p, g in match.items() if gt_name[g] in score_set}
-        scored_pred = dict(pred, images=[im for im in pred["images"] if im["id"] in keep],
-                           annotations=[a for a in pred["annotations"] if a["image_id"] in keep])
-        res["class_agnostic"] = evaluate_class_agnostic(scored_pred, scored_gt, pred_source=src["pred"],
-                                                        gt_source=src["gt"])
+        res["class_agnostic"] = task.class_agnostic()
     return res
 
 
@@ -527,56 +575,75 @@ def panoptic_confusion(items, gt_dir, pred_dir, thing_clusters, stuff_clusters, 
     return things, stuff
 
 
+class _PanopticTask:
+    """A clustered panoptic file against ground truth, paired by PNG name (the adapter of
+    :func:`evaluate_panoptic`); thing and stuff clusters get separate mappings."""
+
+    def __init__(self, pred_json, gt_json, pred_dir, gt_dir, fit_files, progress):
+        self.pred_json, self.gt_json, self.fit_files, self.progress = pred_json, gt_json, fit_files, progress
+        self.pred, self.pred_dir = _load_panoptic(pred_json, pred_dir, "prediction")
+        self.gt, self.gt_dir = _load_panoptic(gt_json, gt_dir, "ground-truth")
+        self.t_clu = [c["id"] for c in self.pred["categories"] if c.get("isthing", 1)]
+        self.s_clu = [c["id"] for c in self.pred["categories"] if not c.get("isthing", 1)]
+        self.t_cls = [c["id"] for c in self.gt["categories"] if c.get("isthing", 1)]
+        self.s_cls = [c["id"] for c in self.gt["categories"] if not c.get("isthing", 1)]
+        self.scored = _panoptic_items(self.pred, self.gt)
+
+    def items(self):
+        return self.scored
+
+    def separate_items(self):
+        fit_pred_json, fit_gt_json, fit_pred_dir, fit_gt_dir = self.fit_files
+        fpred, self.fit_pred_dir = _load_panoptic(fit_pred_json, fit_pred_dir, "prediction")
+        fgt, self.fit_gt_dir = _load_panoptic(fit_gt_json, fit_gt_dir, "ground-truth")
+        return list(_panoptic_items(fpred, fgt).values())
+
+    def fit(self, items, protocol, extra, separate):
+        from tqdm import tqdm
+
+        pdir, gdir = (self.fit_pred_dir, self.fit_gt_dir) if separate else (self.pred_dir, self.gt_dir)
+        things, stuff = panoptic_confusion(tqdm(items, desc="fit mapping", disable=not self.progress), gdir, pdir,
+                                           self.t_clu, self.s_clu, self.t_cls, self.s_cls)
+        cls_of = {}
+        for clusters, classes, conf in ((self.t_clu, self.t_cls, things), (self.s_clu, self.s_cls, stuff)):
+            m = fit_mapping(conf, protocol, extra) if len(clusters) and len(classes) else np.full(len(clusters), -1)
+            cls_of.update({k: (classes[j] if j >= 0 else None) for k, j in zip(clusters, m)})
+        return cls_of
+
+    def score(self, cls_of, names):
+        from tqdm import tqdm
+
+        from seg_suite.evaluation.panoptic import PQStat, pq_image, summarize
+
+        categories = {c["id"]: c for c in self.gt["categories"]}
+        stat = PQStat()
+        for name in tqdm(names, desc="PQ", disable=not self.progress):
+            gt_ann, pred_ann = self.scored[name]
+            pan_gt, pan_pred = _pan_pair(gt_ann, pred_ann, self.gt_dir, self.pred_dir)
+            pan_pred = pan_pred.copy()
+            segs = []
+            for s in pred_ann["segments_info"]:
+                c = cls_of.get(s["category_id"])
+                if c is None:
+                    pan_pred[pan_pred == int(s["id"])] = 0  # unmapped: VOID, neither match nor false positive
+                else:
+                    segs.append({"id": int(s["id"]), "category_id": c})
+            present = set(np.unique(pan_pred).tolist())
+            segs = [s for s in segs if s["id"] in present]
+            try:
+                stat += pq_image(pan_gt, gt_ann["segments_info"], pan_pred, segs, categories, gt_ann["image_id"])
+            except ValueError as err:  # a JSON that does not describe its PNG
+                raise UserError(f"{self.pred_json} or {self.gt_json} disagrees with its PNGs: {err}") from None
+        res = summarize(stat, categories)
+        out = {k: {m: 100 * v if m != "n" else v for m, v in res[k].items()} for k in ("All", "Things", "Stuff")}
+        return out, {str(k): v for k, v in cls_of.items()}, len(names)
+
+
 def evaluate_panoptic(pred_json, gt_json, *, pred_dir=None, gt_dir=None, protocol: str = "hungarian",
                       fit: FitSplit = HeldOut(), fit_pred_json=None, fit_gt_json=None, fit_pred_dir=None,
                       fit_gt_dir=None, extra: str = "assign", progress: bool = False) -> dict:
     """PQ/SQ/RQ (all, things, stuff; percent) of a clustered panoptic prediction under fitted mappings
     (thing clusters -> thing classes, stuff clusters -> stuff classes), with panopticapi's rules."""
-    from tqdm import tqdm
-
-    from seg_suite.evaluation.panoptic import PQStat, pq_image, summarize
-
-    pred, pred_dir = _load_panoptic(pred_json, pred_dir, "prediction")
-    gt, gt_dir = _load_panoptic(gt_json, gt_dir, "ground-truth")
-    t_clu = [c["id"] for c in pred["categories"] if c.get("isthing", 1)]
-    s_clu = [c["id"] for c in pred["categories"] if not c.get("isthing", 1)]
-    t_cls = [c["id"] for c in gt["categories"] if c.get("isthing", 1)]
-    s_cls = [c["id"] for c in gt["categories"] if not c.get("isthing", 1)]
-    items = _panoptic_items(pred, gt)
-    fit_names, score_names = fit.split(list(items))
-    if isinstance(fit, SeparateSplit):
-        fpred, fpdir = _load_panoptic(fit_pred_json, fit_pred_dir, "prediction")
-        fgt, fgdir = _load_panoptic(fit_gt_json, fit_gt_dir, "ground-truth")
-        fitems = list(_panoptic_items(fpred, fgt).values())
-    else:
-        fitems, fpdir, fgdir = [items[n] for n in fit_names], pred_dir, gt_dir
-    things, stuff = panoptic_confusion(tqdm(fitems, desc="fit mapping", disable=not progress), fgdir, fpdir,
-                                       t_clu, s_clu, t_cls, s_cls)
-    cls_of = {}
-    for clusters, classes, conf in ((t_clu, t_cls, things), (s_clu, s_cls, stuff)):
-        m = fit_mapping(conf, protocol, extra) if len(clusters) and len(classes) else np.full(len(clusters), -1)
-        cls_of.update({k: (classes[j] if j >= 0 else None) for k, j in zip(clusters, m)})
-    categories = {c["id"]: c for c in gt["categories"]}
-    stat = PQStat()
-    for name in tqdm(score_names, desc="PQ", disable=not progress):
-        gt_ann, pred_ann = items[name]
-        pan_gt, pan_pred = _pan_pair(gt_ann, pred_ann, gt_dir, pred_dir)
-        pan_pred = pan_pred.copy()
-        segs = []
-        for s in pred_ann["segments_info"]:
-            c = cls_of.get(s["category_id"])
-            if c is None:
-                pan_pred[pan_pred == int(s["id"])] = 0  # unmapped: VOID, neither match nor false positive
-            else:
-                segs.append({"id": int(s["id"]), "category_id": c})
-        present = set(np.unique(pan_pred).tolist())
-        segs = [s for s in segs if s["id"] in present]
-        try:
-            stat += pq_image(pan_gt, gt_ann["segments_info"], pan_pred, segs, categories, gt_ann["image_id"])
-        except ValueError as err:  # a JSON that does not describe its PNG
-            raise UserError(f"{pred_json} or {gt_json} disagrees with its PNGs: {err}") from None
-    res = summarize(stat, categories)
-    out = {name: {k: 100 * v if k != "n" else v for k, v in res[name].items()} for name in ("All", "Things", "Stuff")}
-    out.update(protocol=protocol, fit=fit.describe(len(fitems), len(score_names)),
-               mapping={str(k): v for k, v in cls_of.items()})
-    return out
+    task = _PanopticTask(pred_json, gt_json, pred_dir, gt_dir,
+                         (fit_pred_json, fit_gt_json, fit_pred_dir, fit_gt_dir), progress)
+    return fit_and_score(task, fit, protocol, extra)

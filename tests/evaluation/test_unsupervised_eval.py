@@ -209,3 +209,57 @@ def test_fit_split_default_is_not_shared_mutable_state():
         with pytest.raises(dataclasses.FrozenInstanceError):
             split.description = "changed"
     assert HeldOut() == HeldOut(0.5, 0) and ScoredSplit().split(["b", "a"]) == (["a", "b"], ["a", "b"])
+
+
+class _CountingTask:
+    """A toy adapter: one cluster label per image, the class is the image's index mod 2."""
+
+    def __init__(self, n):
+        self.labels = {f"im{i}": (f"im{i}", i % 2, (i + 1) % 2) for i in range(n)}  # name -> (name, cluster, class)
+        self.seen = {}
+
+    def items(self):
+        return self.labels
+
+    def separate_items(self):
+        return [("other0", 0, 1), ("other1", 1, 0), ("other2", 1, 0)]
+
+    def fit(self, items, protocol, extra, separate):
+        self.seen["fit"] = (list(items), separate)
+        conf = np.zeros((2, 2), np.int64)
+        for _, k, c in items:
+            conf[k, c] += 1
+        return U.fit_mapping(conf, protocol, extra)
+
+    def score(self, mapping, names):
+        self.seen["score"] = list(names)
+        right = sum(int(mapping[self.labels[n][1]] == self.labels[n][2]) for n in names)
+        return {"accuracy": 100.0 * right / len(names)}, mapping.tolist(), len(names)
+
+
+def test_one_loop_fits_on_the_split_and_scores_the_rest():
+    from seg_suite.evaluation.fit_score import fit_and_score
+
+    task = _CountingTask(10)
+    res = fit_and_score(task, U.HeldOut(0.3, seed=1), "hungarian", "assign")
+    fit_items, separate = task.seen["fit"]
+    assert not separate and len(fit_items) == 3 and len(task.seen["score"]) == 7
+    fitted = {name for name, _, _ in fit_items}
+    assert not fitted & set(task.seen["score"]) and fitted | set(task.seen["score"]) == set(task.labels)
+    assert list(res) == ["accuracy", "protocol", "fit", "mapping"]
+    assert res["accuracy"] == 100.0 and res["mapping"] == [1, 0]
+    assert res["fit"].endswith("3 images fit the mapping, 7 are scored")
+
+    task = _CountingTask(4)
+    res = fit_and_score(task, U.SeparateSplit("another split"), "majority", "assign")
+    assert task.seen["fit"] == (task.separate_items(), True) and task.seen["score"] == sorted(task.labels)
+    assert res["fit"].startswith("another split") and res["accuracy"] == 100.0
+
+
+def test_instances_with_a_repeated_file_name_are_refused(synthetic_dataset, tmp_path):
+    root = synthetic_dataset
+    _, pred = _permuted_prediction(root, tmp_path)
+    gt = json.loads((root / "annotations" / "instances_val.json").read_text())
+    gt["images"][1]["file_name"] = gt["images"][0]["file_name"]
+    with pytest.raises(UserError, match="more than once"):
+        U.evaluate_instances(pred, gt)
