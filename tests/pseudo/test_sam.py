@@ -513,7 +513,7 @@ TINY_REFINE = ("import json, sys\n"
 def test_refine_fails_the_image_of_a_huge_rle_without_allocating_it(scenes, tmp_path):
     import sys
 
-    from test_hostile_data import HUGE, MAX_RSS_KB, huge_rle, run_measured
+    from huge_masks import HUGE, MAX_RSS_KB, huge_rle, run_measured
 
     root, truth = scenes
     inp = tmp_path / "coarse.json"
