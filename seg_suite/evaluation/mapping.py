@@ -7,6 +7,8 @@ indices into class indices. The protocols are described in :mod:`seg_suite.evalu
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from seg_suite.errors import UserError
@@ -25,7 +27,10 @@ def remap(labels: np.ndarray, mapping: np.ndarray, fill: int = UNMAPPED) -> np.n
     return out
 
 
-class _Mapper:
+class _Mapper(ABC):
+    """fit(confusion [K clusters, C classes]) sets ``mapping_`` ([K] class index or UNMAPPED);
+    transform(labels) maps cluster labels through it."""
+
     mapping_: np.ndarray
 
     def fit(self, conf: np.ndarray) -> "_Mapper":
@@ -35,8 +40,9 @@ class _Mapper:
     def transform(self, labels: np.ndarray, fill: int = UNMAPPED) -> np.ndarray:
         return remap(labels, self.mapping_, fill)
 
+    @abstractmethod
     def _fit(self, conf: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The mapping fitted on ``conf``."""
 
 
 class HungarianMapper(_Mapper):

@@ -30,7 +30,7 @@ from seg_suite.pseudo.sam import (SAM_TYPES, SamArch, SamGeneratorParams, genera
 from seg_suite.pseudo.sam_refine import RefineParams, refine_masks
 
 
-class _SamModelMixin(ModelJob):
+class _SamModelJob(ModelJob):
     """The SAM model shared by both jobs: resolved, recorded in params, built on first use."""
 
     def _init_sam(self, sam_type, checkpoint, device, random_init):
@@ -62,7 +62,7 @@ class _SamModelMixin(ModelJob):
 
 
 # ------------------------------------------------------------------ generation
-class SamMasksJob(_SamModelMixin, CocoMaskJob):
+class SamMasksJob(_SamModelJob, CocoMaskJob):
     """SAM automatic masks for every image (``SamAutomaticMaskGenerator``), as COCO RLE.
 
     Each annotation's ``score`` is SAM's predicted IoU clipped to [0, 1]; the raw
@@ -119,7 +119,7 @@ class SamMasksJob(_SamModelMixin, CocoMaskJob):
 
 
 # ------------------------------------------------------------------ refinement
-class SamRefineJob(_SamModelMixin, Job):
+class SamRefineJob(_SamModelJob, Job):
     """Refine every mask of a COCO pseudo-label file with SAM (one item = one image).
 
     The output keeps the input's images, categories and annotation ids and every field, and
