@@ -8,13 +8,13 @@ Steps (each prints the `seg-suite` command it runs, so they can be repeated by h
                       `handcrafted` backbone (a stand-in for DINO features)
   3. visualize        overlay PNGs of the pseudo-masks
   4. evaluate-masks   class-agnostic AP / AP50 / AR100 against the synthetic ground truth
-  5. pipeline         the whole unsupervised pipeline, on its own 24 + 12 images, resumable
-                      (a rerun of the demo skips its finished stages): MaskCut on the train images ->
-                      k-means into 8 thing clusters -> 3 stuff clusters -> panoptic pseudo-labels ->
-                      200 iterations of Mask2Former training (tiny CPU config) -> predictions ->
-                      class-agnostic AP50, Hungarian mIoU and PQ on val, mapping fitted on train.
-                      It prints its table, then the demo its total time; detectron2's log is in
-                      OUTPUT/pipeline/pipeline.log.
+  5. run u2seg       the U2Seg recipe with its smoke preset, on its own 32 + 16 synthetic images,
+                      resumable (a rerun of the demo skips its finished stages): MaskCut on the train
+                      images -> k-means into 8 thing clusters -> 3 stuff clusters -> panoptic
+                      pseudo-labels -> 300 iterations of Mask2Former training (tiny CPU config) ->
+                      predictions -> instance AP, Hungarian mIoU and PQ on val, the mapping fitted on
+                      the train split. It prints its results table, then the demo its total time;
+                      detectron2's log is in OUTPUT/u2seg/train.log.
 """
 
 from __future__ import annotations
@@ -68,16 +68,11 @@ def summary(out: Path, args) -> None:
     print(f"  metrics      {out / 'maskcut_val_eval.json'}")
 
 
-def pipeline(out: Path, args) -> None:
-    # Smaller than the command's defaults (32 train / 16 val images, 300 iterations) to keep the demo
-    # within minutes on 2 CPU cores; the same settings as tests/test_pipeline_e2e.py. The command
-    # itself keeps detectron2's log off the terminal (OUTPUT/pipeline/pipeline.log) and ends with
-    # its table.
-    run("pipeline", "--output", str(out / "pipeline"), "--num-train", "24", "--num-val", "12",
-        "--max-iter", "200", "--seed", str(args.seed), "--device", args.device)
+def u2seg(out: Path, args) -> None:
+    run("run", "u2seg", "--preset", "smoke", "--output", str(out / "u2seg"), "--device", args.device)
 
 
-STEPS = [make_data, maskcut, overlays, evaluate, summary, pipeline]
+STEPS = [make_data, maskcut, overlays, evaluate, summary, u2seg]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="demo_output", help="folder for everything the demo writes "
                                                                 "(default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set of steps 1-4; the recipe run uses its preset's (default: %(default)s)")
     args = parser.parse_args(argv)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,26 +7,28 @@ from seg_suite.cli import _common
 
 def register(subparsers) -> None:
     from seg_suite.workflows import pipeline as P
+    from seg_suite.workflows.recipe_schema import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL
 
     parser = subparsers.add_parser(
         "pipeline",
         help="end to end on the synthetic set: MaskCut -> clusters -> panoptic pseudo-labels -> training -> scores",
         description=(
-            "Run seg_suite.workflows.pipeline.run_unsupervised_pipeline: make the synthetic set, MaskCut pseudo-masks "
+            "The u2seg recipe's smoke preset with these sizes: the same as `seg-suite run u2seg --preset smoke "
+            "--output DIR --set ...` (seg_suite.workflows.pipeline). Makes the synthetic set, MaskCut pseudo-masks "
             "(weight-free handcrafted backbone), k-means of the masks into K thing clusters, stuff clusters, "
-            "U2Seg's panoptic assembly, one round of Mask2Former training on the panoptic pseudo-labels "
-            "(tiny CPU config), predictions on the train and val images, and the evaluation against the "
-            "synthetic ground truth with the cluster -> class mapping (Hungarian) fitted on the train split "
-            "and scored on val. Prints class-agnostic AP50, Hungarian mIoU and PQ. Each stage writes "
-            "OUTPUT/<stage>/ and a rerun skips finished stages (an interrupted one resumes)."
+            "U2Seg's panoptic merge, Mask2Former training on the panoptic pseudo-labels (tiny CPU config), "
+            "predictions, and the evaluation against the synthetic ground truth with the cluster -> class "
+            "mapping (Hungarian) fitted on the train split and scored on val. Prints instance AP, Hungarian "
+            "mIoU and PQ. Each stage writes DIR/<stage>/; a rerun skips finished stages (an interrupted one "
+            "resumes) and a changed size reruns the stages it changes."
         ),
     )
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for every stage's files")
-    parser.add_argument("--num-train", type=int, default=P.DEFAULT_NUM_TRAIN,
+    parser.add_argument("--num-train", type=int, default=DEFAULT_NUM_TRAIN,
                         help="synthetic train images: pseudo-labels, training, mapping fit (default: %(default)s, "
-                             "seg_suite.workflows.pipeline)")
-    parser.add_argument("--num-val", type=int, default=P.DEFAULT_NUM_VAL,
-                        help="synthetic val images, the scored split (default: %(default)s, seg_suite.workflows.pipeline)")
+                             "seg_suite.workflows.recipe_schema)")
+    parser.add_argument("--num-val", type=int, default=DEFAULT_NUM_VAL,
+                        help="synthetic val images, the scored split (default: %(default)s, seg_suite.workflows.recipe_schema)")
     parser.add_argument("--num-things", type=int, default=P.DEFAULT_NUM_THINGS,
                         help="K, thing clusters; at least 4, the true thing categories (default: %(default)s, 2x over-clustering as U2Seg; seg_suite.workflows.pipeline)")
     parser.add_argument("--num-stuff", type=int, default=P.DEFAULT_NUM_STUFF,
@@ -45,11 +47,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from seg_suite.workflows.pipeline import format_table, run_unsupervised_pipeline
+    from seg_suite.workflows.pipeline import run_unsupervised_pipeline
+    from seg_suite.workflows.run import format_results
 
-    summary = run_unsupervised_pipeline(
+    results = run_unsupervised_pipeline(
         args.output, num_train=args.num_train, num_val=args.num_val, num_things=args.num_things,
         num_stuff=args.num_stuff, max_iter=args.max_iter, seed=args.seed, device=_common.device_from_args(args),
         config_file=args.config_file, opts=args.opts, progress=not args.no_progress)
-    print(format_table(summary))
+    print(format_results(results))
     return 0

@@ -106,7 +106,7 @@ def _resolve_paths(section: Any, base: Path) -> None:
 
 
 # ------------------------------------------------------------------ weights
-def _locate(entry: dict) -> tuple[str, Path | None, str | None, Path] | None:
+def locate_weights(entry: dict) -> tuple[str, Path | None, str | None, Path] | None:
     """(file name, the local file if found, download URL, where to put it) of a weights entry, or None."""
     from seg_suite.features.weights import default_cache_dir
     from seg_suite.pseudo.sam import SAM_URL, get_arch, weight_dirs
@@ -186,7 +186,7 @@ class Recipe:
             versions["detectron2"] = None
         weights = {}
         for stage, entry in self.data["weights"].items():
-            located = _locate(entry)
+            located = locate_weights(entry)
             if located is not None:
                 file, found, url, _ = located
                 weights[stage] = {"file": file, "path": str(found) if found else None, "url": url,
@@ -202,7 +202,7 @@ class Recipe:
         """One line per missing weights file or dataset: what is missing, where to get it, where to put it."""
         problems = []
         for stage, entry in self.data["weights"].items():
-            located = _locate(entry)
+            located = locate_weights(entry)
             if located is not None and located[1] is None:
                 file, _, url, put_at = located
                 problems.append(f"stage {stage}: weights file {file} not found; download it from "

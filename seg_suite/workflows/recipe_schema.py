@@ -9,9 +9,11 @@ import dataclasses
 import re
 
 from seg_suite.errors import UserError
-from seg_suite.workflows.pipeline import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL
-
 REQUIRED = object()  # a field a dataset entry must name
+# A synthetic set's sizes: the generator's own defaults (24 train / 8 val) would leave too few val
+# images for a stable PQ, so recipes make a slightly larger set.
+DEFAULT_NUM_TRAIN = 32
+DEFAULT_NUM_VAL = 16
 SECTIONS = {"recipe": str, "description": str, "datasets": dict, "evaluation": dict, "weights": dict,
             "stages": dict, "executor": dict}
 # Each dataset kind's fields and defaults; "source" says where to get the data.
@@ -20,7 +22,7 @@ DATASET_KINDS = {
     "coco": {"images": REQUIRED, "annotations": REQUIRED, "panoptic": None, "panoptic_dir": None,
              "semantic_dir": None, "source": None},
     "davis": {"root": REQUIRED, "resolution": "480p", "source": None},
-    # Made by the run inside its output folder (seg_suite.data.synthetic); sizes as seg_suite.workflows.pipeline's.
+    # Made by the run inside its output folder (seg_suite.data.synthetic).
     "synthetic": {"split": REQUIRED, "num_train": DEFAULT_NUM_TRAIN, "num_val": DEFAULT_NUM_VAL,
                   "num_videos": 4, "seed": 0},
 }

@@ -324,7 +324,7 @@ def _round_stage(folder: Path, k: int) -> Stage:
 
 def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: str, opts: list[str],
                threshold: float, merge_iou: float, name: str, launch: dict) -> dict:
-    from seg_suite.engine.api import build_config, evaluate, train
+    from seg_suite.engine.api import build_config, train
 
     data_opts = ["DATASETS.PSEUDO_COCO", repr([[name, str(data), os.path.abspath(image_root)]]),
                  "DATASETS.TRAIN", repr((name,))]
@@ -341,29 +341,48 @@ def _one_round(k: int, folder: Path, data: Path, image_root: str, config_file: s
         # Always resume: a fresh folder has no checkpoint, so the weights come from MODEL.WEIGHTS.
         train(config(["OUTPUT_DIR", str(folder)]), resume=True, config_file=config_file, **launch)
 
-    predict_dir = folder / "predict"
     _say("round %d: predicting on the training images", k)
-    agreement = evaluate(config(["MODEL.WEIGHTS", str(folder / "model_final.pth"), "DATASETS.TEST", repr((name,)),
-                                 "OUTPUT_DIR", str(predict_dir)]), config_file=config_file,
-                         results_path=folder / "train_agreement.json", **launch)
-    predictions = load_json(predict_dir / "inference" / name / "coco_instances_results.json", "prediction file")
-    previous = load_json(data, "pseudo-label file")
-    merged, counts = merge_pseudo_labels(previous, predictions, threshold, merge_iou, progress=True)
-    merged.setdefault("info", {})
-    merged["info"] = {**merged["info"], "self_training_round": k + 1,
-                      "description": f"seg_suite self-training: round {k} predictions (score >= {threshold}) "
-                                     f"+ round {k} pseudo-masks with max IoU < {merge_iou}"}
     next_data = folder.parent / f"round_{k + 1}" / "train.json"
-    atomic_write_json(next_data, merged)
+    relabelled = relabel(config_file, [*opts, *start, *data_opts], str(folder / "model_final.pth"), data,
+                         next_data, threshold, merge_iou, name=name, predict_dir=folder / "predict",
+                         results_path=folder / "train_agreement.json", description=f"round {k}",
+                         next_round=k + 1, launch=launch)
+    counts, previous = relabelled["counts"], relabelled["previous"]
     summary = {
         "round": k, "train_json": str(data), "next_train_json": str(next_data), "score_threshold": threshold,
-        "merge_iou": merge_iou, "input_annotations": len(previous.get("annotations", [])),
-        "predictions": len(predictions), **counts,
+        "merge_iou": merge_iou, "input_annotations": previous,
+        "predictions": relabelled["predictions"], **counts,
         **_training_metrics(folder / "metrics.json"),
-        "train_agreement": agreement,  # the model scored against the labels it trained on
+        "train_agreement": relabelled["agreement"],  # the model scored against the labels it trained on
         "versions": _versions(),
     }
     _round_stage(folder, k).finish(summary, timed=False)
     _say("round %d finished: %d annotations -> %d (%d predictions kept, %d pseudo-masks kept)", k,
          summary["input_annotations"], counts["annotations"], counts["kept_predictions"], counts["kept_pseudo_masks"])
     return summary
+
+
+def relabel(config_file: str, opts: Sequence[str], weights: str, train_json, next_json, threshold: float,
+            merge_iou: float, *, name: str, predict_dir, results_path=None, description: str = "",
+            next_round: int | None = None, launch: dict | None = None) -> dict:
+    """Label the training images of ``train_json`` anew with a trained model: its predictions with
+    score >= ``threshold``, plus the old pseudo-masks with max IoU < ``merge_iou`` against them,
+    written to ``next_json``. ``opts`` must register ``train_json`` as dataset ``name``
+    (``DATASETS.PSEUDO_COCO``). Returns the counts, the number of predictions and of old labels, and
+    the model's scores against the labels it was given (``agreement``)."""
+    from seg_suite.engine.api import build_config, evaluate
+
+    launch = launch or {"num_gpus": 0}
+    cfg = build_config(config_file, [*opts, "MODEL.WEIGHTS", str(weights), "DATASETS.TEST", repr((name,)),
+                                     "OUTPUT_DIR", str(predict_dir)], launch["num_gpus"], launch.get("num_machines", 1))
+    agreement = evaluate(cfg, config_file=config_file, results_path=results_path, **launch)
+    predictions = load_json(Path(predict_dir) / "inference" / name / "coco_instances_results.json", "prediction file")
+    previous = load_json(train_json, "pseudo-label file")
+    merged, counts = merge_pseudo_labels(previous, predictions, threshold, merge_iou, progress=True)
+    round_key = {} if next_round is None else {"self_training_round": next_round}
+    merged["info"] = {**(merged.get("info") or {}), **round_key,
+                      "description": f"seg_suite self-training: {description} predictions (score >= {threshold}) "
+                                     f"+ {description} pseudo-masks with max IoU < {merge_iou}"}
+    atomic_write_json(next_json, merged)
+    return {"counts": counts, "predictions": len(predictions), "previous": len(previous.get("annotations", [])),
+            "agreement": agreement}
