@@ -220,8 +220,10 @@ def load_categories(path) -> list[dict]:
 
 
 def _checked_category(c, source: str) -> dict:
-    if not (isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name", ""), str)):
-        raise UserError(f"{source}: every category needs an integer 'id' (and a 'name'); found {c!r:.120}")
+    if not (isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name", ""), str)
+            and c.get("isthing", 1) in (0, 1)):
+        raise UserError(f"{source}: every category needs an integer 'id' (a 'name', and 'isthing' 0 or 1 if "
+                        f"given); found {c!r:.120}")
     return {"id": c["id"], "name": c.get("name", str(c["id"])), "isthing": int(c.get("isthing", 1))}
 
 
@@ -278,7 +280,11 @@ def _training_set_categories(cfg) -> list[dict]:
         raise UserError("the config names no training set (DATASETS.TRAIN) to take the categories from; "
                         "give them with --categories COCO.json")
     name = cfg.DATASETS.TRAIN[0]
-    register_datasets(cfg)
+    try:
+        register_datasets(cfg)
+    except UserError as err:
+        raise UserError(f"{err} (needed for the categories of {name!r}; or give them with --categories COCO.json)") \
+            from None
     found = metadata_categories(MetadataCatalog.get(name)) if name in DatasetCatalog.list() else []
     if not found:
         raise UserError(f"the categories of the training set {name!r} are unknown here (it is not registered, or "
