@@ -149,3 +149,27 @@ def test_categories_that_do_not_fit_the_model_are_one_line(synthetic_dataset, tm
     assert main([*common, "DATASETS.TRAIN", "('h13_unregistered_set',)"]) == 2
     assert "--categories" in _one_error_line(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def test_two_shards_merged_equal_one_run(trained, synthetic_dataset, tmp_path, one_thread):
+    from seg_suite.data.synthetic import SYNTHETIC_CATEGORIES
+    from seg_suite.pseudo.shards import ShardSpec
+    from seg_suite.workflows.predict import merge_prediction_shards, predict_images
+
+    def predict(out, shard=ShardSpec()):  # a shard task of the recipe runner
+        return predict_images(CONFIG, trained[0], synthetic_dataset / "images" / "val", out,
+                              categories=SYNTHETIC_CATEGORIES, opts=MODEL_OPTS, shard=shard, resume=True,
+                              progress=False, workers=0)
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    whole = predict(one)
+    shards = [predict(two, ShardSpec(2, i)) for i in range(2)]
+    assert whole["complete"] and not any(s["complete"] or s["instances_json"] for s in shards)
+    merged = merge_prediction_shards(two, 2)
+    assert {k: v for k, v in merged.items() if k != "record" and not k.endswith(("_json", "_dir"))} == \
+        {k: v for k, v in whole.items() if k != "record" and not k.endswith(("_json", "_dir"))}
+    assert merged["panoptic_json"] == str(two / "panoptic.json")
+    files = lambda root: {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))  # noqa: E731
+                          if p.suffix == ".png" or p.name in ("instances.json", "panoptic.json")}
+    assert files(one) == files(two) and len(files(one)) == 2 + 2 * 6
+    assert merge_prediction_shards(two, 2) == merged  # joined once; a rerun leaves it
