@@ -24,7 +24,10 @@ def register(subparsers) -> None:
             "example:\n"
             "  seg-suite predict --config-file configs/synthetic/maskformer2_R50_tiny_cpu_panoptic.yaml \\\n"
             "    --weights output/train/model_final.pth --input datasets/synthetic/images/val \\\n"
-            "    --output output/predict --categories datasets/synthetic/annotations/panoptic_val.json"
+            "    --output output/predict --categories datasets/synthetic/annotations/panoptic_val.json\n"
+            "sharded: shard I of K (--num-shards K --shard-id I, or a SLURM array task) writes\n"
+            "OUT/predict.shard-IIIII-of-KKKKK.json; once all K are done, write the outputs with\n"
+            "  seg-suite merge --input OUT/predict.shard-*.json --output OUT/predict.json"
         ),
     )
     parser.set_defaults(func=run)
