@@ -61,6 +61,15 @@ def test_a_failed_task_is_one_line_naming_it_and_its_log(tmp_path, importable):
     assert (tmp_path / "shard-0-of-2.txt").is_file()  # the other task ran to its end
 
 
+def test_a_preempted_task_is_resubmitted_as_the_same_call(tmp_path):
+    # What submitit does on SLURM's pre-emption / time-limit signal: call checkpoint() and requeue
+    # its answer; the shard task then runs again with the same arguments (and resumes its journal).
+    call = E._ShardCall(WriteShard(str(tmp_path)), 1, 3)
+    again = call.checkpoint()
+    assert again.function is call and again.args == () and again.kwargs == {}
+    assert again.result() == 1 and (tmp_path / "shard-1-of-3.txt").is_file()
+
+
 SPEC = E.ExecutorSpec(kind="slurm", array_tasks=4, partition="gpu", account="proj", gpus=2, cpus=10, mem="64G",
                       time="12:30:00", nodes=2)
 
