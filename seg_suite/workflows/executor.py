@@ -73,8 +73,9 @@ class ExecutorSpec:
     """Where and with what the tasks run.
 
     ``kind``: "local" or "slurm". ``array_tasks``: K shard tasks of a generation stage.
-    ``partition``, ``account``, ``mem`` (SLURM's spelling, e.g. "64G") and ``time`` ("HH:MM:SS") go
-    to sbatch as they are; None leaves them to the cluster's defaults (the time: :data:`DEFAULT_TIMEOUT_MIN`).
+    ``partition``, ``account``, ``mem`` (SLURM's spelling, e.g. "64G"; a bare number is megabytes, as
+    SLURM reads it) and ``time`` ("HH:MM:SS") go to sbatch as they are; None leaves them to the
+    cluster's defaults, except the time (:data:`DEFAULT_TIMEOUT_MIN`).
     ``gpus`` and ``cpus``: per task (per machine for training). ``nodes``: machines of a training job.
     """
 
