@@ -98,8 +98,8 @@ def test_predict_output_scores_as_the_in_training_evaluation(trained, synthetic_
     assert 0 <= ap["AP"] <= 100 and np.isfinite(ap["AR100"])
 
     # Semantic PNGs: the evaluator's mIoU.
-    conf = sum(confusion_matrix(np.asarray(Image.open(p)), np.asarray(Image.open(data / "semantic" / "val" / p.name)), 6)
-               for p in sorted((out / "semantic").glob("*.png")))
+    conf = sum(confusion_matrix(np.asarray(Image.open(p)), np.asarray(Image.open(data / "semantic" / "val" / p.name)),
+                                6) for p in sorted((out / "semantic").glob("*.png")))
     assert sem_seg_metrics(conf)["mIoU"] == pytest.approx(results["sem_seg"]["mIoU"], abs=1e-9)
 
 
