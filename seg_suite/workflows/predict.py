@@ -1,11 +1,14 @@
 """Run a trained MaskFormer-style model over a folder of images and write its outputs as files.
 
-    predictor = PanopticPredictor(cfg, "train/model_final.pth")
-    predict_folder(predictor, "images/val", "predict/val", categories)
+    written = predict_images("configs/x.yaml", "train/model_final.pth", "images/val", "predict/val")
+    written["instances_json"], written["panoptic_json"], written["semantic_dir"]
 
-runs :class:`PredictJob` through the dataset runner (:func:`seg_suite.pseudo.runner.run_job`), so
-prediction shards and resumes like every generator; it writes, for every image (named by its path
-relative to the folder, with ``.png``):
+builds the model of a config (:class:`PanopticPredictor`), takes its categories from ``--categories``
+or the config's training set (:func:`model_categories`) and runs :class:`PredictJob` through the
+dataset runner (:func:`seg_suite.pseudo.runner.run_job`), so prediction shards and resumes like
+every generator (``predict_folder`` does the same for a predictor already built). A sharded run is
+joined by :func:`merge_prediction_shards`. For every image (named by its path relative to the input
+root, with ``.png``) it writes:
 
 - ``panoptic/<name>.png`` + ``panoptic.json``: COCO panoptic (RGB ids, ``segments_info`` with the
   dataset's category ids and ``isthing``), the format ``seg-suite evaluate --task panoptic`` reads;
@@ -13,6 +16,9 @@ relative to the folder, with ``.png``):
 - ``instances.json``: COCO instances (RLE, bbox, area, score; category ids of the dataset);
 - ``predict.json``: the run's record (parameters, versions, input digest; the runner's ``info``)
   and its counts, beside the runner's journal, failures and log files of that name.
+
+What a model does not output is not written: a semantic-only model writes no panoptic files and
+an ``instances.json`` without annotations; an instance-only model no PNGs.
 
 Images are numbered 1, 2, ... in the order of their paths; an image listed outside the folder (a
 path that would write outside ``out_dir``) is recorded as a failure.
@@ -26,19 +32,21 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from seg_suite.errors import MissingWeightsError
-from seg_suite.io.files import atomic_write_json, atomic_write_png, load_json, png_name
+from seg_suite.errors import MissingWeightsError, UserError
+from seg_suite.io.files import atomic_write_json, atomic_write_png, check_writable_dir, load_json, png_name
 from seg_suite.io.images import load_image
 from seg_suite.io.masks import mask_to_bbox, mask_to_rle
 from seg_suite.io.panoptic import id_to_rgb
 from seg_suite.io.paths import PathEscapeError, output_path_under
 from seg_suite.pseudo.inputs import WorkItem, discover_inputs
 from seg_suite.pseudo.jobs import ItemError, Job
-from seg_suite.pseudo.runner import RunSummary, run_job
+from seg_suite.pseudo.runner import RunSummary, merge_outputs, run_job
+from seg_suite.pseudo.shards import ShardSpec, shard_output_path
 
 RECORD = "predict.json"  # the runner's output in out_dir: info and counts
 
@@ -53,8 +61,7 @@ class PanopticPredictor:
         from seg_suite.engine.trainer import Trainer
         from seg_suite.modeling import MaskFormerCheckpointer
 
-        if not Path(weights).is_file():
-            raise MissingWeightsError(f"model checkpoint not found: {weights} (train the model first)")
+        check_weights_file(weights)
         self.weights = str(weights)
         self.config_sha256 = hashlib.sha256(cfg.dump().encode()).hexdigest()
         self.model = Trainer.build_model(cfg).eval()
@@ -193,3 +200,166 @@ def predict_counts(summary: RunSummary) -> dict:
     if summary.output.name != RECORD:
         return {}
     return dict(load_json(summary.output, "prediction record")["counts"])
+
+
+def check_weights_file(weights) -> None:
+    """A one-line :class:`MissingWeightsError` when the checkpoint ``weights`` is not a file."""
+    if not Path(weights).is_file():
+        raise MissingWeightsError(f"model checkpoint not found: {weights} (train the model first, or give "
+                                  f"the path of its model_final.pth)")
+
+
+def load_categories(path) -> list[dict]:
+    """The ``categories`` of a COCO file (instances or panoptic), in the file's order: the model's
+    contiguous class ``i`` is entry ``i``. ``isthing`` defaults to 1 (an instance file has none)."""
+    data = load_json(path, "categories file")
+    categories = data.get("categories") if isinstance(data, dict) else None
+    if not isinstance(categories, list) or not categories:
+        raise UserError(f"{path}: expected a COCO file with a non-empty 'categories' list")
+    return [_checked_category(c, str(path)) for c in categories]
+
+
+def _checked_category(c, source: str) -> dict:
+    if not (isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name", ""), str)
+            and c.get("isthing", 1) in (0, 1)):
+        raise UserError(f"{source}: every category needs an integer 'id' (a 'name', and 'isthing' 0 or 1 if "
+                        f"given); found {c!r:.120}")
+    return {"id": c["id"], "name": c.get("name", str(c["id"])), "isthing": int(c.get("isthing", 1))}
+
+
+def metadata_categories(meta) -> list[dict]:
+    """Categories in contiguous order from a detectron2 ``Metadata`` (empty when it names none).
+
+    Panoptic metadata (:func:`seg_suite.data.datasets.coco_panoptic.panoptic_metadata`, Mask2Former's
+    rule) numbers all categories in ``stuff_dataset_id_to_contiguous_id`` and marks things by
+    ``thing_dataset_id_to_contiguous_id``; instance metadata has the things only; semantic metadata
+    has ``stuff_classes`` only, whose dataset ids are the contiguous ones (the values of its PNGs).
+    """
+    things = dict(getattr(meta, "thing_dataset_id_to_contiguous_id", None) or {})
+    every = dict(getattr(meta, "stuff_dataset_id_to_contiguous_id", None) or {})
+    if every:
+        names = list(getattr(meta, "stuff_classes", None) or [])
+        by_index = {v: k for k, v in every.items()}
+        return [{"id": int(by_index[i]), "name": names[i] if i < len(names) else str(by_index[i]),
+                 "isthing": int(by_index[i] in things)} for i in sorted(by_index)]
+    if things:
+        names = list(getattr(meta, "thing_classes", None) or [])
+        by_index = {v: k for k, v in things.items()}
+        return [{"id": int(by_index[i]), "name": names[i] if i < len(names) else str(by_index[i]), "isthing": 1}
+                for i in sorted(by_index)]
+    return [{"id": i, "name": name, "isthing": 0} for i, name in enumerate(getattr(meta, "stuff_classes", None) or [])]
+
+
+def model_categories(cfg, categories=None) -> list[dict]:
+    """The categories of the model of ``cfg``, in its contiguous class order.
+
+    ``categories``: a list of category dicts, or the path of a COCO file whose ``categories`` give
+    the order (:func:`load_categories`); None takes them from the metadata of the config's first
+    training set (``DATASETS.TRAIN[0]``, registered as training registers it). Their number must be
+    the model's ``MODEL.SEM_SEG_HEAD.NUM_CLASSES``. One-line UserError when neither is available.
+    """
+    if categories is None:
+        categories, source = _training_set_categories(cfg), f"dataset {cfg.DATASETS.TRAIN[0]!r}"
+    elif isinstance(categories, (str, os.PathLike)):
+        categories, source = load_categories(categories), str(categories)
+    else:
+        categories, source = [_checked_category(c, "categories") for c in categories], "the categories given"
+    num_classes = cfg.MODEL.SEM_SEG_HEAD.NUM_CLASSES
+    if len(categories) != num_classes:
+        raise UserError(f"{source} has {len(categories)} categories but the model has {num_classes} classes "
+                        f"(MODEL.SEM_SEG_HEAD.NUM_CLASSES); give the categories of the model's training set")
+    return categories
+
+
+def _training_set_categories(cfg) -> list[dict]:
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from seg_suite.engine.launch import register_datasets
+
+    if not cfg.DATASETS.TRAIN:
+        raise UserError("the config names no training set (DATASETS.TRAIN) to take the categories from; "
+                        "give them with --categories COCO.json")
+    name = cfg.DATASETS.TRAIN[0]
+    try:
+        register_datasets(cfg)
+    except UserError as err:
+        raise UserError(f"{err} (needed for the categories of {name!r}; or give them with --categories COCO.json)") \
+            from None
+    found = metadata_categories(MetadataCatalog.get(name)) if name in DatasetCatalog.list() else []
+    if not found:
+        raise UserError(f"the categories of the training set {name!r} are unknown here (it is not registered, or "
+                        f"its metadata lists no classes); give them with --categories COCO.json (its "
+                        f"'categories' in the model's class order)")
+    return found
+
+
+def predict_images(config_file, weights, inputs, out_dir, *, categories=None, opts: Sequence[str] = (),
+                   device: str | None = None, max_images: int | None = None, progress: bool = True,
+                   **run_options) -> dict:
+    """Run the model of ``config_file`` + ``weights`` on ``inputs`` and write the files of the module
+    docstring to ``out_dir``; returns :func:`prediction_files` of the run.
+
+    ``inputs``: a folder, a glob, a ``.txt`` list (:func:`seg_suite.pseudo.inputs.discover_inputs`) or
+    a list of work items; ``max_images``: only the first N in sorted order. ``categories``: see
+    :func:`model_categories`. ``opts``: ``KEY VALUE`` config overrides; ``device`` sets
+    ``MODEL.DEVICE``. ``run_options``: those of :func:`~seg_suite.pseudo.runner.run_job` (``shard``,
+    ``resume``, ``overwrite``, ``batch_size``, ``workers``...). Inputs, weights, config, categories
+    and the output folder are checked before the model is built.
+    """
+    summary = run_prediction(config_file, weights, inputs, out_dir, categories=categories, opts=opts, device=device,
+                             max_images=max_images, progress=progress, **run_options)
+    return prediction_files(out_dir, summary)
+
+
+def run_prediction(config_file, weights, inputs, out_dir, *, categories=None, opts: Sequence[str] = (),
+                   device: str | None = None, max_images: int | None = None, progress: bool = True,
+                   **run_options) -> RunSummary:
+    """:func:`predict_images`, returning the runner's :class:`~seg_suite.pseudo.runner.RunSummary`."""
+    from seg_suite.engine.launch import build_config
+
+    items = discover_inputs(inputs) if isinstance(inputs, (str, os.PathLike)) else sorted(inputs)
+    if max_images is not None:
+        if max_images < 1:
+            raise UserError(f"--max-images must be at least 1, got {max_images}")
+        items = items[:max_images]
+    check_weights_file(weights)
+    opts = [str(x) for x in opts] + (["MODEL.DEVICE", device] if device else [])
+    cfg = build_config(str(config_file), opts, None)
+    test = cfg.MODEL.MASK_FORMER.TEST
+    if not (test.PANOPTIC_ON or test.INSTANCE_ON or test.SEMANTIC_ON):
+        raise UserError("the config turns every output off (MODEL.MASK_FORMER.TEST.PANOPTIC_ON, INSTANCE_ON and "
+                        "SEMANTIC_ON are all False); turn on the ones to write")
+    cats = model_categories(cfg, categories)
+    out = check_writable_dir(out_dir)
+    job = PredictJob(out, cats, PanopticPredictor(cfg, weights))
+    return run_job(job, items, out / RECORD, progress=progress, **run_options)
+
+
+def prediction_files(out_dir, summary: RunSummary | None = None) -> dict:
+    """What a prediction run in ``out_dir`` wrote: its counts (:func:`predict_counts`; none for one
+    shard of a sharded run), ``complete`` (the outputs are assembled), the ``record`` file and the
+    paths ``instances_json``, ``panoptic_json``, ``panoptic_dir``, ``semantic_dir`` (None for an
+    output the model does not make). ``summary`` None: the finished record in ``out_dir``."""
+    out = Path(out_dir)
+    record = summary.output if summary is not None else out / RECORD
+    complete = record == out / RECORD and record.is_file()
+    counts = predict_counts(summary) if summary is not None else (
+        dict(load_json(record, "prediction record")["counts"]) if complete else {})
+
+    def present(path: Path, is_dir: bool = False):
+        return str(path) if complete and (path.is_dir() if is_dir else path.is_file()) else None
+
+    return {**counts, "complete": complete, "record": str(record),
+            "instances_json": present(out / "instances.json"), "panoptic_json": present(out / "panoptic.json"),
+            "panoptic_dir": present(out / "panoptic", True), "semantic_dir": present(out / "semantic", True)}
+
+
+def merge_prediction_shards(out_dir, num_shards: int) -> dict:
+    """Join the ``num_shards`` shard records of a sharded prediction run in ``out_dir`` into its
+    outputs (:func:`~seg_suite.pseudo.runner.merge_outputs`); returns :func:`prediction_files`.
+    A run already joined is left as it is."""
+    out = Path(out_dir)
+    if not (out / RECORD).is_file():
+        paths = [shard_output_path(out / RECORD, ShardSpec(num_shards, i)) for i in range(num_shards)]
+        merge_outputs(paths, out / RECORD)
+    return prediction_files(out)

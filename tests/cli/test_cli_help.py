@@ -39,6 +39,7 @@ FAMILY_FLAGS = {
     "motion-masks": {"--input", "--output"},
     "panoptic": {"--input", "--images", "--output"},
     "pipeline": {"--output"},
+    "predict": {"--input", "--output"},
     "refine": {"--input", "--images", "--output"},
     "sam-masks": {"--input", "--output"},
     "self-train": {"--input", "--images", "--output"},
