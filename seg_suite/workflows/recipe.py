@@ -42,7 +42,7 @@ from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write, file_sha256
 from seg_suite.io.paths import output_path_under
 from seg_suite.io.safe_yaml import load_yaml
-from seg_suite.workflows.recipe_schema import DATASET_KINDS, PATH_KEYS, REQUIRED, check, validate
+from seg_suite.workflows.recipe_schema import DATASET_KINDS, PATH_KEYS, REQUIRED, check, fill_dataset_defaults, validate
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipes"
 LOCK_FILE = "recipe.lock.yaml"
@@ -264,6 +264,7 @@ def load_recipe(name_or_path: str | os.PathLike, sets: list[str] | tuple = (), p
         _resolve_paths(data.get(section), base)
     for key, value in (presets[preset] if preset else {}).items():
         _assign(data, str(key), value, f"{where}, presets.{preset}", base)
+    fill_dataset_defaults(data)
     for item in sets:
         key, eq, text = item.partition("=")
         check(bool(eq and key), "--set", f"{item!r} is not KEY=VALUE")

@@ -52,6 +52,16 @@ def stage_kinds() -> dict[str, tuple[str, ...]]:
             "evaluate_class_agnostic": (), "evaluate_unsupervised": (), "evaluate_video": ()}
 
 
+def fill_dataset_defaults(data: dict) -> None:
+    """Give each dataset entry of a known kind its optional fields' defaults (in place), so that
+    ``--set`` can address them."""
+    for ds in (data.get("datasets") or {}).values():
+        if isinstance(ds, dict) and ds.get("kind") in DATASET_KINDS:
+            for key, default in DATASET_KINDS[ds["kind"]].items():
+                if default is not REQUIRED:
+                    ds.setdefault(key, default)
+
+
 def check(ok: bool, where: str, message: str) -> None:
     if not ok:
         raise UserError(f"{where}: {message}")

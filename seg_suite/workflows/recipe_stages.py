@@ -73,13 +73,9 @@ def _stuff_maps_step(image_dir: str, output: str, centroids: str, backbone: str,
 
 def _predict_step(config_file: str, opts: list, weights: str, image_dir: str, out_dir: str, categories: list,
                   **run_options):
-    from seg_suite.engine.api import build_config
-    from seg_suite.workflows.predict import PanopticPredictor, predict_folder
+    from seg_suite.workflows.predict import run_prediction
 
-    cfg = build_config(config_file, opts, None)
-    run_options.pop("progress", None)
-    return predict_folder(PanopticPredictor(cfg, weights), image_dir, out_dir, categories,
-                          progress=False, **run_options)
+    return run_prediction(config_file, weights, image_dir, out_dir, categories=categories, opts=opts, **run_options)
 
 
 # ------------------------------------------------------------------ pseudo-labels
@@ -233,7 +229,8 @@ def stage_self_train(ctx: StageContext) -> dict:
     if not start.is_file():
         relabel(trained["config_file"], trained["opts"], trained["weights"], masks["pseudo_masks"], start,
                 thresholds[0], p["merge_iou"], name=trained["dataset"], predict_dir=ctx.folder / "round_0" / "predict",
-                description="the initial model's", launch={"num_gpus": _num_gpus(ctx)})
+                description="the initial model's",
+                launch={"num_gpus": _num_gpus(ctx), "log_file": str(ctx.output / "train.log")})
     opts = [*trained["opts"], *_opt_list(p["opts"]), "MODEL.WEIGHTS", trained["weights"]]
     rounds = self_train(trained["config_file"], str(start), masks["images"], str(ctx.folder), rounds=p["rounds"],
                         thresholds=thresholds[1:] + thresholds[-1:], resume=True, opts=opts,
@@ -258,8 +255,7 @@ def predict_dataset(ctx: StageContext, images: Path, label: str) -> Path:
     """The last trained model's outputs for every image of ``images``, in ``<stage>/predict/<label>``."""
     model = _model(ctx)
     out = ctx.folder / "predict" / label
-    opts = [o for o in model["opts"]]
-    step = functools.partial(_predict_step, model["config_file"], opts, model["weights"], str(images), str(out),
+    step = functools.partial(_predict_step, model["config_file"], model["opts"], model["weights"], str(images), str(out),
                              model["categories"])
     note_failures(ctx.generate(step, out / "predict.json"), f"predict on {label}")
     return out

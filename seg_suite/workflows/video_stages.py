@@ -16,14 +16,15 @@ from pathlib import Path
 from seg_suite.io.files import atomic_write_json, load_json
 
 
-def _motion_step(videos: str, output: str, params: dict, device: str, **run_options):
+def _motion_step(videos: str, output: str, params: dict, device: str, flow_weights: str | None = None,
+                 **run_options):
     from seg_suite.pseudo.motion.job import MotionMasksJob, sequence_items
     from seg_suite.pseudo.motion.pipeline import MotionMaskParams
     from seg_suite.pseudo.runner import run_job
 
     stem = Path(output).with_suffix("")
     job = MotionMasksJob(MotionMaskParams.from_dict(params), masks_dir=f"{stem}_masks",
-                         frames_dir=f"{stem}_frames", device=device)
+                         frames_dir=f"{stem}_frames", flow_weights=flow_weights, device=device)
     return run_job(job, sequence_items(videos), output, **run_options)
 
 
@@ -42,14 +43,16 @@ def stage_motion_masks(ctx) -> dict:
 
     videos = ctx.dataset().need("videos", "motion grouping")
     out = ctx.folder / "motion.json"
-    summary = ctx.generate(functools.partial(_motion_step, str(videos), str(out), ctx.params, ctx.device), out)
+    step = functools.partial(_motion_step, str(videos), str(out), ctx.params, ctx.device, ctx.weights_file())
+    summary = ctx.generate(step, out)
     doc = load_json(out, "motion masks")
     return {"masks": str(out), "masks_dir": str(ctx.folder / "motion_masks"), "videos": str(videos),
             "num_frames": len(doc["images"]), "num_masks": len(doc["annotations"]),
             "min_area": ctx.params["grouping"]["min_area"], "failed_videos": note_failures(summary, "motion masks")}
 
 
-def _train_rcf_job(videos: str, params: dict, weights: str | None, device: str, checkpoint: str) -> dict:
+def _train_rcf_job(videos: str, params: dict, weights: str | None, device: str, checkpoint: str,
+                   progress: bool = False) -> dict:
     import sys
 
     from seg_suite.pseudo.motion.rcf_segmenter import save_checkpoint
@@ -57,10 +60,10 @@ def _train_rcf_job(videos: str, params: dict, weights: str | None, device: str, 
     from seg_suite.pseudo.motion.video import discover_sequences
 
     cfg = RCFConfig.from_dict(params)
-    data = load_pairs(discover_sequences(videos), cfg, None, device=device)
+    data = load_pairs(discover_sequences(videos), cfg, None, device=device, progress=progress)
     for key, reason in data.failures:
         print(f"skipped {key}: {reason}", file=sys.stderr)
-    model, info = train_rcf(data, cfg, device=device, weights=weights, log=sys.stderr)
+    model, info = train_rcf(data, cfg, device=device, weights=weights, progress=progress, log=sys.stderr)
     save_checkpoint(checkpoint, model, cfg, info)
     return {"num_pairs": len(data.pairs), "failures": data.failures,
             "object_channel": info.get("object_channel")}
@@ -71,7 +74,7 @@ def stage_train_rcf(ctx) -> dict:
     videos = ctx.dataset().need("videos", "RCF training")
     job = functools.partial(_train_rcf_job, str(videos), ctx.params, ctx.weights_file(), ctx.device, str(checkpoint))
     if ctx.executor.kind == "local":
-        info = job()
+        info = job(progress=ctx.progress)
     else:
         from seg_suite.workflows.executor import run_single_job
 
@@ -93,9 +96,9 @@ def _masks_for(ctx, videos: Path, label: str) -> Path:
         step = functools.partial(_rcf_masks_step, trained[-1]["checkpoint"], str(videos), str(out), min_area,
                                  ctx.device)
     else:
-        step = functools.partial(_motion_step, str(videos), str(out),
-                                 ctx.recipe.data["stages"][next(n for n in ctx.records if stages[n]["kind"] ==
-                                                                "motion_masks")], ctx.device)
+        name = next(n for n in ctx.records if stages[n]["kind"] == "motion_masks")
+        params = {k: v for k, v in stages[name].items() if k not in ("kind", "dataset")}
+        step = functools.partial(_motion_step, str(videos), str(out), params, ctx.device)
     note_failures(ctx.generate(step, out), f"masks of {label}")
     return out.with_suffix("").with_name(out.stem + "_masks")
 
@@ -116,6 +119,11 @@ def stage_evaluate_video(ctx) -> dict:
         masks = _masks_for(ctx, ds.need("videos", "evaluation"), name)
         res[name] = evaluate_pooled(ds.need("annotations_dir", "pooled IoU"), masks, progress=ctx.progress)
         extra[name] = {k: v for k, v in res[name]["global"].items() if isinstance(v, float)}
+    stages = ctx.recipe.data["stages"]
+    for name, record in ctx.records.items():  # the motion pseudo-labels themselves, on the same videos
+        if stages[name]["kind"] == "motion_masks" and record["videos"] == str(scored.videos):
+            res[name] = evaluate_davis(scored.annotations_dir, record["masks_dir"], progress=ctx.progress)
+            extra[f"{name} (pseudo-labels)"] = {k: v for k, v in res[name]["global"].items() if isinstance(v, float)}
     atomic_write_json(ctx.folder / "results.json", res, indent=1)
     metrics = {k: v for k, v in res[scored.name]["global"].items() if isinstance(v, float)}
     return {"protocol": ev.get("protocol") or "davis2016", "fit": None, "metrics": metrics, "extra": extra}
