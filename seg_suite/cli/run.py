@@ -30,13 +30,13 @@ def register(subparsers) -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="override one recipe key, e.g. stages.maskcut.tau=0.2 or "
                              "datasets.train.path=/data/photos; repeatable; the value is YAML data; an "
-                             "unknown key is refused with the valid ones")
+                             "unknown key is refused with the valid ones (default: none, the recipe as written)")
     parser.add_argument("--executor", default=None, choices=("local", "slurm"),
                         help="where stages run: local processes, or SLURM through submitit (default: the "
                              "recipe's executor.kind)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the stages, their keys, what would run where and the sbatch parameters; "
-                             "run nothing")
+                             "run nothing (default: off)")
     _common.add_device_arg(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (default: shown)")
 

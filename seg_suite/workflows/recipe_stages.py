@@ -328,6 +328,24 @@ def stage_evaluate_unsupervised(ctx: StageContext) -> dict:
     return {"protocol": protocol, "fit": fitted, "predictions": str(pred), "metrics": out}
 
 
+def check_training_configs(recipe) -> None:
+    """Build each training stage's config with its overrides now, so that a bad one (a YAML Python
+    tag, an unknown key, a value that cannot train) is refused before the first stage runs."""
+    import importlib.util
+
+    if importlib.util.find_spec("detectron2") is None:
+        return  # the stages before training run without detectron2; training says what is missing
+    from seg_suite.engine.api import build_config
+
+    stages = recipe.data["stages"]
+    train = [s for s in stages.values() if s["kind"] == "train"]
+    for stage in stages.values():
+        if stage["kind"] == "train":
+            build_config(stage["config"], _opt_list(stage["opts"]), None)
+        elif stage["kind"] == "self_train" and train:
+            build_config(train[-1]["config"], _opt_list(train[-1]["opts"]) + _opt_list(stage["opts"]), None)
+
+
 STAGE_FUNCTIONS = {
     "maskcut": stage_maskcut, "cluster": stage_cluster, "stuff": stage_stuff, "panoptic": stage_panoptic,
     "train": stage_train, "self_train": stage_self_train,

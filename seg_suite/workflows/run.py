@@ -244,10 +244,11 @@ def run_recipe(recipe: Recipe, output, *, device: str = "cpu", progress: bool = 
     ``executor`` (``local`` or ``slurm``) overrides the recipe's ``executor.kind``.
     """
     from seg_suite.devices import resolve_device
-    from seg_suite.workflows.recipe_stages import STAGE_FUNCTIONS
+    from seg_suite.workflows.recipe_stages import STAGE_FUNCTIONS, check_training_configs
 
     resolve_device(device)
     check_before_run(recipe)
+    check_training_configs(recipe)
     spec = _executor(recipe, executor)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
