@@ -171,7 +171,7 @@ def test_torchrun_shards_merge_to_the_unsharded_file(synthetic_dataset, tmp_path
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
                     "-m", "seg_suite.cli", *common, "--output", str(sharded)], env=env, check=True, cwd=tmp_path,
                    capture_output=True)
-    shards = sorted(p.name for p in tmp_path.glob("sharded.shard-*"))
+    shards = sorted(p.name for p in tmp_path.glob("sharded.shard-*-of-00002.json"))
     assert shards == ["sharded.shard-00000-of-00002.json", "sharded.shard-00001-of-00002.json"]
     subprocess.run([sys.executable, "-m", "seg_suite.cli", "merge", "--output", str(sharded)], env=env, check=True,
                    capture_output=True)
