@@ -22,6 +22,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
 
 from seg_suite.errors import UserError
 
@@ -57,7 +58,7 @@ def launch_cpu(main_func, num_processes: int, num_machines: int = 1, machine_ran
             mp.start_processes(_worker, nprocs=num_processes, start_method="spawn", join=True, daemon=False,
                                args=(main_func, args, num_processes, num_machines, machine_rank, dist_url,
                                      threads, timeout, errors))
-        except mp.ProcessException:
+        except ProcessException:
             messages = sorted(os.listdir(errors))
             if messages:  # the first rank's mistake; the other processes were stopped by it
                 with open(os.path.join(errors, messages[0]), encoding="utf-8") as fh:

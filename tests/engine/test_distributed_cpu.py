@@ -176,3 +176,21 @@ def test_torchrun_shards_merge_to_the_unsharded_file(synthetic_dataset, tmp_path
     subprocess.run([sys.executable, "-m", "seg_suite.cli", "merge", "--output", str(sharded)], env=env, check=True,
                    capture_output=True)
     assert sharded.read_bytes() == (tmp_path / "single.json").read_bytes()
+
+
+def _refuse_on_rank_one():
+    import torch.distributed as dist
+
+    from seg_suite.errors import UserError
+
+    if dist.get_rank() == 1:
+        raise UserError("rank 1 refuses this input")
+    dist.barrier()  # rank 0 waits for rank 1, which never comes: launch_cpu must stop it
+
+
+def test_a_mistake_in_one_process_is_one_line_and_stops_the_others():
+    from seg_suite.engine.cpu_launch import launch_cpu
+    from seg_suite.errors import UserError
+
+    with pytest.raises(UserError, match="^rank 1 refuses this input$"):
+        launch_cpu(_refuse_on_rank_one, 2)
