@@ -274,7 +274,7 @@ def execute(cfg, run: RunOptions) -> dict:
     """One process's part of a run: train (``run.resume`` continues after the newest checkpoint in
     OUTPUT_DIR that loads) or only evaluate; returns the evaluation results ({} without any)."""
     if comm.get_world_size() > 1:
-        # A process started by launch() for one GPU: bind its DataLoader workers to it too.
+        # A process started for one GPU (or one CPU share): bind its DataLoader workers to it too.
         signals.install()
     prepare(cfg, run)
     if run.eval_only:
