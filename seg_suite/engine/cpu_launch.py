@@ -9,7 +9,8 @@ machine without GPUs.
 
 The machine's CPU threads are divided among the processes (at least one each), as torchrun does
 with ``OMP_NUM_THREADS``. A :class:`~seg_suite.errors.UserError` raised in any process (e.g. an
-unwritable OUTPUT_DIR) stops every process and is raised again here as the same one line.
+unwritable OUTPUT_DIR) stops every process and is raised again here as the same one line; Ctrl-C
+or SIGTERM here stops every process (each keeps the checkpoints written so far).
 """
 
 from __future__ import annotations
@@ -54,16 +55,34 @@ def launch_cpu(main_func, num_processes: int, num_machines: int = 1, machine_ran
         dist_url = _free_local_url()
     threads = max(1, torch.get_num_threads() // num_processes)
     with tempfile.TemporaryDirectory(prefix="seg_suite_cpu_launch_") as errors:
+        context = mp.start_processes(_worker, nprocs=num_processes, start_method="spawn", join=False, daemon=False,
+                                     args=(main_func, args, num_processes, num_machines, machine_rank, dist_url,
+                                           threads, timeout, errors))
         try:
-            mp.start_processes(_worker, nprocs=num_processes, start_method="spawn", join=True, daemon=False,
-                               args=(main_func, args, num_processes, num_machines, machine_rank, dist_url,
-                                     threads, timeout, errors))
-        except ProcessException:
+            while not context.join():
+                pass
+        except ProcessException:  # join() has stopped the other processes
             messages = sorted(os.listdir(errors))
-            if messages:  # the first rank's mistake; the other processes were stopped by it
+            if messages:  # the first rank's mistake
                 with open(os.path.join(errors, messages[0]), encoding="utf-8") as fh:
                     raise UserError(fh.read()) from None
             raise
+        except BaseException:  # Ctrl-C or SIGTERM reached this process: stop the others too
+            _stop(context.processes)
+            raise
+
+
+def _stop(processes, grace_s: float = 60.0) -> None:
+    """SIGTERM to each process still running (a training process keeps its checkpoints and stops,
+    :mod:`seg_suite.signals`), then SIGKILL to any still running after ``grace_s``."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def _worker(local_rank: int, main_func, args: tuple, num_processes: int, num_machines: int, machine_rank: int,
