@@ -101,35 +101,34 @@ def test_two_processes_train_as_one_process_with_their_joint_batch(synthetic_dat
     assert sum(not torch.equal(first[name], final[name]) for name in first) > len(first) // 2
 
 
-def _count_masks(rank_counts, out_dir):
-    """In each of 2 processes: the criterion's mask normaliser, for this process's targets."""
+def _num_masks(counts):
+    """The criterion's mask normaliser for images with ``counts`` target masks (in this process)."""
     import torch
-    from detectron2.utils import comm
 
     from seg_suite.modeling.criterion import SetCriterion
     from seg_suite.modeling.matcher import HungarianMatcher
 
     criterion = SetCriterion(4, HungarianMatcher(num_points=16), {}, 0.1, ["labels", "masks"], 16, 3.0, 0.75)
+    targets = [{"labels": torch.zeros(n, dtype=torch.int64), "masks": torch.zeros(n, 8, 8)} for n in counts]
+    return criterion._num_masks(targets, torch.device("cpu"))
+
+
+def _record_num_masks(rank_counts, out_dir):
+    from detectron2.utils import comm
+
     rank = comm.get_rank()
-    targets = [{"labels": torch.zeros(n, dtype=torch.int64), "masks": torch.zeros(n, 8, 8)} for n in rank_counts[rank]]
-    (Path(out_dir) / f"rank{rank}").write_text(str(criterion._num_masks(targets, torch.device("cpu"))))
+    (Path(out_dir) / f"rank{rank}").write_text(str(_num_masks(rank_counts[rank])))
 
 
 def test_criterion_mask_count_is_averaged_over_processes(tmp_path):
-    import torch
-
     from seg_suite.engine.cpu_launch import launch_cpu
-    from seg_suite.modeling.criterion import SetCriterion
-    from seg_suite.modeling.matcher import HungarianMatcher
 
     counts = [[1, 0], [3, 4]]  # rank 0: 2 images with 1 and 0 masks; rank 1: 3 and 4 masks
-    launch_cpu(_count_masks, 2, args=(counts, str(tmp_path)))
+    launch_cpu(_record_num_masks, 2, args=(counts, str(tmp_path)))
     # Mask2Former's SetCriterion: the masks of all processes, divided by the number of processes,
     # so that DDP's mean of the gradients is the gradient of the loss over the whole batch.
     assert [float((tmp_path / f"rank{r}").read_text()) for r in range(2)] == [4.0, 4.0]
-    alone = SetCriterion(4, HungarianMatcher(num_points=16), {}, 0.1, ["labels", "masks"], 16, 3.0, 0.75)
-    local = [{"labels": torch.zeros(n, dtype=torch.int64), "masks": torch.zeros(n, 8, 8)} for n in counts[0]]
-    assert alone._num_masks(local, torch.device("cpu")) == 1.0
+    assert _num_masks(counts[0]) == 1.0  # one process alone: its own count
 
 
 @pytest.mark.slow
