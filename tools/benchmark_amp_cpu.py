@@ -43,7 +43,7 @@ def train(config: str, data: str, out: str, amp: bool, iters: int, image_size: i
     cfg = build_config(config, opts, num_gpus=0)
     prepare(cfg, RunOptions(log_file=str(Path(out) / "console.txt")))
     trainer = Trainer(cfg)
-    trainer.register_hooks([_step_cpu_time_hook()])
+    trainer.register_hooks([_step_times_hook()])
     trainer.resume_or_load(resume=False)
     trainer.train()
     release_log_handlers()
@@ -54,10 +54,10 @@ def train(config: str, data: str, out: str, amp: bool, iters: int, image_size: i
     return {"loss": losses, "time": times, "cpu_time": cpu, "loop": type(trainer._trainer).__name__}
 
 
-def _step_cpu_time_hook():
+def _step_times_hook():
     from detectron2.engine import HookBase
 
-    class StepCPUTime(HookBase):
+    class StepTimes(HookBase):
         """Wall-clock and process CPU time per step (user + system, all threads): on a machine shared with
         other jobs it counts this run's work, where the wall-clock step time also counts waiting."""
 
@@ -68,7 +68,7 @@ def _step_cpu_time_hook():
             wall, cpu = time.perf_counter() - self._start[0], time.process_time() - self._start[1]
             self.trainer.storage.put_scalars(step_wall=wall, step_cpu=cpu, smoothing_hint=False)
 
-    return StepCPUTime()
+    return StepTimes()
 
 
 def _cpu_name() -> str:
@@ -84,7 +84,8 @@ def _cpu_name() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(CONFIG), help="training config (default: the tiny synthetic CPU config)")
+    parser.add_argument("--config", default=str(CONFIG),
+                        help="training config (default: the tiny synthetic CPU config)")
     parser.add_argument("--data", default="", help="synthetic set folder (default: one made in a temporary folder)")
     parser.add_argument("--iters", type=int, default=20, help="iterations per run (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of the time (default: %(default)s)")
@@ -139,8 +140,9 @@ def main(argv=None) -> int:
     print("| precision | step, wall (median) | step, CPU time (median) | final total loss |\n|---|---|---|---|")
     for name in ("fp32", "bf16"):
         print(f"| {name} | {step[name]:.3f} s | {cpu[name]:.3f} s | {figures['final_loss'][name]:.4f} |")
-    print(f"bf16 speed-up {figures['speedup']:.2f}x wall, {figures['cpu_speedup']:.2f}x CPU time; total loss relative difference over {len(rel)} iterations: "
-          f"mean {figures['loss_rel_diff_mean']:.4f}, max {figures['loss_rel_diff_max']:.4f}")
+    print(f"bf16 speed-up {figures['speedup']:.2f}x wall, {figures['cpu_speedup']:.2f}x CPU time; total loss "
+          f"relative difference over {len(rel)} iterations: mean {figures['loss_rel_diff_mean']:.4f}, "
+          f"max {figures['loss_rel_diff_max']:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
     return 0

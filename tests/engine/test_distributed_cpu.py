@@ -164,8 +164,9 @@ def test_torchrun_shards_merge_to_the_unsharded_file(synthetic_dataset, tmp_path
     common = ["maskcut", "--backbone", "handcrafted", "--workers", "1", "--no-progress", "--input",
               str(synthetic_dataset / "images" / "val"), "--max-images", "5", "--fixed-size", "96", "--batch-size", "2"]
     assert cli_main([*common, "--output", str(tmp_path / "single.json")]) == 0
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
-           "OMP_NUM_THREADS": "1"}
+    # The children import seg_suite from this checkout, whatever is installed.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     sharded = tmp_path / "sharded.json"
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "0",
                     "-m", "seg_suite.cli", *common, "--output", str(sharded)], env=env, check=True, cwd=tmp_path,
