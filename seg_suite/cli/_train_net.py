@@ -1,6 +1,7 @@
 """The command line of ``tools/train_net.py`` (detectron2's ``default_argument_parser``).
 
-Flags: ``--config-file``, ``--num-gpus`` (0: this process, on the CPU), ``--num-machines``,
+Flags: ``--config-file``, ``--num-gpus`` (0: this process, on the CPU; N with ``MODEL.DEVICE cpu``:
+N CPU processes over gloo), ``--num-machines``,
 ``--machine-rank``, ``--dist-url``, ``--resume``, ``--eval-only``, ``--allow-untrained`` and
 trailing ``KEY VALUE`` overrides. :func:`run` parses them and calls
 :func:`seg_suite.engine.api.train` or :func:`seg_suite.engine.api.evaluate`.
@@ -50,6 +51,9 @@ def parse_args(argv: list[str] | None = None):
                         help="with --eval-only and no MODEL.WEIGHTS, evaluate the randomly initialised model: the "
                              "scores are those of a random model, for checking the evaluation set-up only "
                              "(default: refused)")
+    parser._option_string_actions["--num-gpus"].help = (
+        "processes per machine: one per GPU; 0 trains in this process on the CPU; with MODEL.DEVICE cpu, "
+        "N CPU processes over gloo (distributed training without GPUs)")
     parser.formatter_class = _HelpFormatter
     return parser.parse_args(argv)
 

@@ -2,7 +2,9 @@
 
 :func:`build_config` turns a config file and ``KEY VALUE`` overrides into a frozen, checked
 config; :func:`launch_run` runs training or evaluation on it in one process per GPU
-(detectron2's ``launch``, torch.distributed), each process set up by :func:`prepare`. The typed
+(detectron2's ``launch``, torch.distributed over NCCL) or, with ``MODEL.DEVICE cpu``, in
+``--num-gpus`` CPU processes over gloo (:func:`seg_suite.engine.cpu_launch.launch_cpu`), each
+process set up by :func:`prepare`. The typed
 entry points over these are :func:`seg_suite.engine.api.train` and
 :func:`seg_suite.engine.api.evaluate`.
 
@@ -52,9 +54,12 @@ from seg_suite.config import (
 from seg_suite.data.datasets import register_from_cfg, register_synthetic
 from seg_suite.devices import parse_device, resolve_device
 from seg_suite.engine import file_io
+from seg_suite.engine.cpu_autocast import check_cpu_bf16
+from seg_suite.engine.cpu_launch import launch_cpu
 from seg_suite.engine.trainer import Trainer
 from seg_suite.errors import UserError
 from seg_suite.io.files import atomic_write_json, check_writable_dir
+from seg_suite.io.safe_yaml import load_yaml
 from seg_suite.modeling import MaskFormerCheckpointer
 from seg_suite.modeling.checkpoint import resume_candidates
 
@@ -80,6 +85,29 @@ def _resolve_device(cfg, explicit: bool, num_gpus: int | None) -> None:
                         f"CUDA device(s)")
 
 
+def _written(mapping: dict, opts: list, *key: str) -> bool:
+    """Whether the config ``mapping`` or the overrides ``opts`` set ``key``."""
+    node = mapping
+    for part in key:
+        if not isinstance(node, dict) or part not in node:
+            return ".".join(key) in opts[0::2]
+        node = node[part]
+    return True
+
+
+def _cpu_amp(cfg, requested: bool) -> None:
+    """``SOLVER.AMP.ENABLED`` on the CPU (in place): bfloat16 autocast when the config file or the
+    overrides ask for it (refused in one line on a CPU without bfloat16 units); off when it comes
+    from a ``_BASE_`` file, since the official schedules enable float16 AMP for their GPUs."""
+    if requested:
+        check_cpu_bf16()
+        logger.info("mixed precision on the CPU: bfloat16 autocast (SOLVER.AMP.ENABLED)")
+        return
+    logger.info("mixed precision (SOLVER.AMP.ENABLED, from a _BASE_ config) is for the GPU: off on the CPU; set "
+                "SOLVER.AMP.ENABLED True in the config file or the overrides for bfloat16 autocast on the CPU")
+    cfg.SOLVER.AMP.ENABLED = False
+
+
 def build_config(config_file: str = "", opts: list | None = None, num_gpus: int | None = None,
                  num_machines: int = 1):
     """The frozen, checked config: detectron2 defaults + seg_suite keys + ``config_file`` + ``opts``.
@@ -87,23 +115,20 @@ def build_config(config_file: str = "", opts: list | None = None, num_gpus: int 
     The file and its ``_BASE_`` chain are read as data only (a YAML Python tag is refused);
     unknown keys, values of the wrong type and values that cannot train
     (:data:`seg_suite.config.VALUE_RULES`) are one-line UserErrors. Device rules: see the
-    module docstring. AMP is forced off on CPU (detectron2's AMPTrainer asserts CUDA).
+    module docstring. ``SOLVER.AMP.ENABLED`` on the CPU: bfloat16 autocast only when the config
+    file or ``opts`` set it, off when it comes from a ``_BASE_`` file (:func:`_cpu_amp`).
     ``num_gpus`` and ``num_machines`` (None: one process) check that the batch splits evenly.
     """
     cfg = get_cfg()
     add_seg_suite_config(cfg)
     add_training_config(cfg)
-    explicit_device = False
-    if config_file:
-        mapping = merge_config_file(cfg, config_file)
-        explicit_device = isinstance(mapping.get("MODEL"), dict) and "DEVICE" in mapping["MODEL"]
+    mapping = merge_config_file(cfg, config_file) if config_file else {}
     opts = [str(x) for x in (opts or [])]
     merge_overrides(cfg, opts)
-    explicit_device = explicit_device or "MODEL.DEVICE" in opts[0::2]
-    _resolve_device(cfg, explicit_device, num_gpus)
+    _resolve_device(cfg, _written(mapping, opts, "MODEL", "DEVICE"), num_gpus)
     if cfg.MODEL.DEVICE == "cpu" and cfg.SOLVER.AMP.ENABLED:
-        logger.info("mixed precision (SOLVER.AMP.ENABLED) is CUDA-only: turned off on CPU")
-        cfg.SOLVER.AMP.ENABLED = False
+        own = load_yaml(config_file) if config_file else {}  # the file's own keys, not its _BASE_'s
+        _cpu_amp(cfg, _written(own if isinstance(own, dict) else {}, opts, "SOLVER", "AMP", "ENABLED"))
     check_config(cfg, max(1, (num_gpus or 0) * max(1, num_machines)))
     cfg.freeze()
     return cfg
@@ -249,7 +274,7 @@ def execute(cfg, run: RunOptions) -> dict:
     """One process's part of a run: train (``run.resume`` continues after the newest checkpoint in
     OUTPUT_DIR that loads) or only evaluate; returns the evaluation results ({} without any)."""
     if comm.get_world_size() > 1:
-        # A process started by launch() for one GPU: bind its DataLoader workers to it too.
+        # A process started for one GPU (or one CPU share): bind its DataLoader workers to it too.
         signals.install()
     prepare(cfg, run)
     if run.eval_only:
@@ -286,8 +311,9 @@ def _execute_and_record(cfg, run: RunOptions, results_path: str | None) -> None:
 
 @dataclass(frozen=True)
 class Processes:
-    """detectron2 ``launch`` settings: GPUs per machine (0: this process, on the CPU), machines,
-    this machine's rank and the torch.distributed URL ("auto": a free local port)."""
+    """How many processes run: GPUs per machine (0: this process, on the CPU; with
+    ``MODEL.DEVICE cpu``, that many CPU processes), machines, this machine's rank and the
+    torch.distributed URL ("auto": a free local port)."""
 
     num_gpus: int = 1
     num_machines: int = 1
@@ -296,7 +322,8 @@ class Processes:
 
 
 def launch_run(cfg, run: RunOptions, processes: Processes = Processes(), results_path=None) -> dict:
-    """Run :func:`execute` in one process per GPU (detectron2's ``launch``); returns rank 0's results.
+    """Run :func:`execute` in one process per GPU (detectron2's ``launch``), or per ``num_gpus``
+    on the CPU (:func:`~seg_suite.engine.cpu_launch.launch_cpu`); returns rank 0's results.
 
     ``results_path``: also write them there (strict JSON). Several processes hand their results
     back through that file (a temporary one when none is given).
@@ -306,7 +333,8 @@ def launch_run(cfg, run: RunOptions, processes: Processes = Processes(), results
         return execute(cfg, run)
     with tempfile.TemporaryDirectory(prefix="seg_suite_results_") as tmp:
         path = str(results_path or os.path.join(tmp, "results.json"))
-        launch(_execute_and_record, processes.num_gpus, num_machines=processes.num_machines,
+        start = launch_cpu if cfg.MODEL.DEVICE == "cpu" else launch
+        start(_execute_and_record, processes.num_gpus, num_machines=processes.num_machines,
                machine_rank=processes.machine_rank, dist_url=processes.dist_url, args=(cfg, run, path))
         if processes.machine_rank != 0:
             return {}

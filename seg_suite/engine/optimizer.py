@@ -75,10 +75,12 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     kind = cfg.SOLVER.OPTIMIZER
     params = [p for p in model.parameters() if p.requires_grad]
     if kind == "ADAMW":
-        # The fused kernel needs floating-point tensors on CPU or CUDA. Not with AMP: GradScaler then
-        # leaves unscaling to the fused kernel, so the full-model clipping in step() would see scaled
-        # gradients; the default (foreach) AdamW gets unscaled gradients first.
-        fused = not cfg.SOLVER.AMP.ENABLED and all(
+        # The fused kernel needs floating-point tensors on CPU or CUDA. Not with CUDA AMP: GradScaler
+        # then leaves unscaling to the fused kernel, so the full-model clipping in step() would see
+        # scaled gradients; the default (foreach) AdamW gets unscaled gradients first. The CPU's
+        # bfloat16 autocast has no scaler (seg_suite.engine.cpu_autocast).
+        scaled = cfg.SOLVER.AMP.ENABLED and cfg.MODEL.DEVICE != "cpu"
+        fused = not scaled and all(
             p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
         cls, kwargs = torch.optim.AdamW, {"fused": fused}
     elif kind == "SGD":

@@ -4,8 +4,13 @@ Everything the official ``train_net.py`` customises lives here so that ``tools/t
 later self-training share one code path: the mapper named by ``INPUT.DATASET_MAPPER_NAME``, the
 optimizer of :mod:`seg_suite.engine.optimizer`, DeepLab's LR schedulers (``WarmupPolyLR`` for
 ADE20K), evaluators from dataset metadata, and seg_suite's checkpointer (official ``.pkl``/``.pth``
-files load through it). AMP is used only on CUDA: detectron2's ``AMPTrainer`` asserts CUDA, so
-:func:`seg_suite.engine.launch.setup` turns ``SOLVER.AMP.ENABLED`` off on CPU.
+files load through it).
+
+Devices. Several processes wrap the model in DistributedDataParallel on its own device: the
+process's GPU, or the CPU for CPU processes (:mod:`seg_suite.engine.cpu_launch`), where detectron2's
+``create_ddp_model`` would name a GPU. ``SOLVER.AMP.ENABLED`` trains with detectron2's
+``AMPTrainer`` on CUDA (float16 and a gradient scaler) and with :class:`CPUAutocastTrainer` on the
+CPU (bfloat16, see there); :func:`seg_suite.engine.launch.build_config` decides when the CPU may.
 
 Every file the run writes through detectron2 (checkpoints, ``last_checkpoint``, ``config.yaml``,
 evaluator outputs) is written atomically (:mod:`seg_suite.engine.file_io`), and ``--resume``
@@ -21,13 +26,14 @@ import logging
 import weakref
 
 from detectron2.data import build_detection_train_loader
-from detectron2.engine import DefaultTrainer, hooks
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.projects.deeplab import build_lr_scheduler
 from detectron2.utils import comm
 
 from seg_suite import signals
 from seg_suite.data.mappers import build_train_mapper
 from seg_suite.engine import file_io
+from seg_suite.engine.cpu_autocast import CPUAutocastTrainer
 from seg_suite.engine.evaluators import build_evaluator
 from seg_suite.engine.optimizer import build_optimizer
 from seg_suite.modeling import MaskFormerCheckpointer
@@ -37,14 +43,27 @@ class Trainer(DefaultTrainer):
     """``DefaultTrainer`` configured for MaskFormer-style models (see the module docstring)."""
 
     def __init__(self, cfg):
+        # DefaultTrainer.__init__'s steps in its order, with the model wrapped for its device, the
+        # inner loop chosen for it, and seg_suite's checkpointer (it also reads official model-zoo files).
         file_io.install()
-        super().__init__(cfg)
-        # Same arguments as DefaultTrainer's checkpointer; ours also reads official model-zoo files.
-        # The periodic-checkpoint hook was built with the old one: point it at ours too.
-        self.checkpointer = MaskFormerCheckpointer(self._trainer.model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
-        for hook in self._hooks:
-            if isinstance(hook, hooks.PeriodicCheckpointer):
-                hook.checkpointer = self.checkpointer
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cpu = cfg.MODEL.DEVICE == "cpu"
+        model = create_ddp_model(model, broadcast_buffers=False,
+                                 device_ids=None if on_cpu else [comm.get_local_rank()])
+        loop = SimpleTrainer
+        if cfg.SOLVER.AMP.ENABLED:
+            loop = CPUAutocastTrainer if on_cpu else AMPTrainer
+        self._trainer = loop(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = MaskFormerCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
 
     def resume_or_load(self, resume=True):
         """``--resume``: continue after the newest checkpoint of OUTPUT_DIR that loads, skipping

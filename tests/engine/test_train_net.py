@@ -173,7 +173,7 @@ def test_help_shows_defaults_without_warnings():
     assert res.returncode == 0, res.stderr
     assert "FutureWarning" not in res.stderr and "torch.jit" not in res.stderr, res.stderr
     help_text = " ".join(res.stdout.split())  # argparse wraps lines
-    assert "number of gpus *per machine* (default: 1)" in help_text
+    assert "processes per machine: one per GPU;" in help_text and "without GPUs) (default: 1)" in help_text
     assert "total number of machines (default: 1)" in help_text
     assert "perform evaluation only (default: off)" in help_text
     assert "for what it means. (default: off)" in help_text  # --resume
