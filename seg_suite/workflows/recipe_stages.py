@@ -176,7 +176,8 @@ def _train(ctx: StageContext, config_file: str, opts: list[str]) -> None:
     else:
         from seg_suite.workflows.executor import run_single_job
 
-        run_single_job(job, ctx.executor, ctx.folder / "executor", name=ctx.name, distributed=True)
+        run_single_job(functools.partial(job, True), ctx.executor, ctx.folder / "executor", name=ctx.name,
+                       distributed=True)
     keep_final_checkpoint(ctx.folder)
 
 
@@ -213,28 +214,40 @@ def _panoptic_categories(name: str, root: str) -> list[dict]:
     return register_pseudo_panoptic(name, root, "train")
 
 
+def _self_train_job(trained: dict, masks: dict, p: dict, folder: str, num_gpus: int, log_file: str,
+                    prefix: str) -> list[dict]:
+    from seg_suite.workflows.self_training import relabel, self_train
+
+    thresholds = list(p["thresholds"])
+    start = Path(folder) / "round_0" / "train.json"
+    if not start.is_file():
+        relabel(trained["config_file"], trained["opts"], trained["weights"], masks["pseudo_masks"], start,
+                thresholds[0], p["merge_iou"], name=trained["dataset"], predict_dir=Path(folder) / "round_0" / "predict",
+                description="the initial model's", launch={"num_gpus": num_gpus, "log_file": log_file})
+    opts = [*trained["opts"], *_opt_list(p["opts"]), "MODEL.WEIGHTS", trained["weights"]]
+    return self_train(trained["config_file"], str(start), masks["images"], folder, rounds=p["rounds"],
+                      thresholds=thresholds[1:] + thresholds[-1:], resume=True, opts=opts, num_gpus=num_gpus,
+                      merge_iou=p["merge_iou"], dataset_prefix=prefix)
+
+
 def stage_self_train(ctx: StageContext) -> dict:
     """CutLER's self-training: the ``train`` model's confident predictions (score >= the first
     threshold) merged with the MaskCut masks are round 1's labels; each round trains from the previous
     model, then labels the images for the next one."""
-    from seg_suite.workflows.self_training import relabel, self_train
-
     _, trained = ctx.earlier("train")
     _, masks = ctx.earlier("maskcut")
     p = ctx.params
     thresholds = list(p["thresholds"])
     if len(thresholds) != p["rounds"]:
         raise UserError(f"stages.{ctx.name}: {p['rounds']} rounds need {p['rounds']} thresholds, got {thresholds}")
-    start = ctx.folder / "round_0" / "train.json"
-    if not start.is_file():
-        relabel(trained["config_file"], trained["opts"], trained["weights"], masks["pseudo_masks"], start,
-                thresholds[0], p["merge_iou"], name=trained["dataset"], predict_dir=ctx.folder / "round_0" / "predict",
-                description="the initial model's",
-                launch={"num_gpus": _num_gpus(ctx), "log_file": str(ctx.output / "train.log")})
-    opts = [*trained["opts"], *_opt_list(p["opts"]), "MODEL.WEIGHTS", trained["weights"]]
-    rounds = self_train(trained["config_file"], str(start), masks["images"], str(ctx.folder), rounds=p["rounds"],
-                        thresholds=thresholds[1:] + thresholds[-1:], resume=True, opts=opts,
-                        num_gpus=_num_gpus(ctx), merge_iou=p["merge_iou"], dataset_prefix=f"recipe_{ctx.key}")
+    job = functools.partial(_self_train_job, trained, masks, p, str(ctx.folder), _num_gpus(ctx),
+                            str(ctx.output / "train.log"), f"recipe_{ctx.key}")
+    if ctx.executor.kind == "local":
+        rounds = job()
+    else:  # predict, relabel and train rounds run together as one job on one machine
+        from seg_suite.workflows.executor import run_single_job
+
+        rounds = run_single_job(job, ctx.executor, ctx.folder / "executor", name=ctx.name)
     final = ctx.folder / f"round_{p['rounds']}" / "model_final.pth"
     return {"weights": str(final), "config_file": trained["config_file"], "opts": trained["opts"],
             "categories": trained["categories"],
