@@ -87,7 +87,7 @@ def page_for(kind: str, content, path: Path, folder: Path, options: dict, parent
     elif kind == "training":
         from seg_suite.report.training_page import training_page
 
-        page = training_page(path, assets)
+        page = training_page(content, assets)
     elif kind == "recipe":
         from seg_suite.report.recipe_page import recipe_page
 
