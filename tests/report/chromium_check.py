@@ -1,9 +1,9 @@
 """Open a report page in headless Chromium (Debian's ``chromium``, installed by ``make setup``).
 
-:func:`open_page` loads a page twice from disk: once for a screenshot with Chromium's log on
-stderr, where every console message and uncaught exception appears as a ``CONSOLE`` line (the
-report's pages log nothing, so any such line counts as an error), and once with ``--dump-dom``
-for the document as the browser built it (after its scripts ran).
+:func:`open_page` loads a page from disk once, taking a screenshot and dumping the document as
+the browser built it (after its scripts ran, ``--dump-dom``), with Chromium's log on stderr,
+where every console message and uncaught exception appears as a ``CONSOLE`` line (the report's
+pages log nothing, so any such line counts as an error).
 """
 
 from __future__ import annotations
@@ -58,18 +58,19 @@ def open_page(page: Path, workdir: Path, width: int = 1280, height: int = 1400) 
     page = Path(page).resolve()
     shot = workdir / f"{page.parent.name}_screenshot.png"
     url = page.as_uri()
-    first = _run(["--enable-logging=stderr", "--v=0", f"--screenshot={shot}", f"--window-size={width},{height}",
-                  "--virtual-time-budget=3000", url], workdir / "profile1")
-    assert shot.is_file(), f"no screenshot of {page}: {first.stderr[-2000:]}"
-    dom = _run(["--dump-dom", "--virtual-time-budget=3000", url], workdir / "profile2")
-    assert dom.returncode == 0 and "<html" in dom.stdout, f"no DOM for {page}: {dom.stderr[-2000:]}"
+    if shot.exists():
+        shot.unlink()
+    run = _run(["--enable-logging=stderr", "--v=0", f"--screenshot={shot}", "--dump-dom",
+                f"--window-size={width},{height}", "--virtual-time-budget=3000", url], workdir / "profile")
+    assert shot.is_file(), f"no screenshot of {page}: {run.stderr[-2000:]}"
+    assert run.returncode == 0 and "<html" in run.stdout, f"no DOM for {page}: {run.stderr[-2000:]}"
     collector = _Collector()
-    collector.feed(dom.stdout)
+    collector.feed(run.stdout)
     from PIL import Image
 
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("RGB"))
-    return Loaded(console=[m.group(1) for m in CONSOLE.finditer(first.stderr)], images=collector.images,
+    return Loaded(console=[m.group(1) for m in CONSOLE.finditer(run.stderr)], images=collector.images,
                   section_ids=collector.sections, links=collector.links, screenshot=pixels)
 
 
