@@ -20,8 +20,11 @@ def register(subparsers) -> None:
     )
     parser.set_defaults(func=run)
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", nargs="+", metavar="PATH", help="what to report on (one or more files or folders)")
-    source.add_argument("--annotations", metavar="FILE", help="a COCO mask file to report on (the same as --input FILE)")
+    source.add_argument("--input", nargs="+", metavar="PATH",
+                        help="what to report on, one or more files or folders (required) unless --annotations is given")
+    source.add_argument("--annotations", metavar="FILE",
+                        help="a COCO mask file to report on, the same as --input FILE (default: none, give this "
+                             "or --input)")
     parser.add_argument("--images", default=None, metavar="ROOT",
                         help="folder the file names of a COCO file are relative to (video: the folder of frame "
                              "folders) (default: none, masks are drawn on grey)")

@@ -40,6 +40,7 @@ FAMILY_FLAGS = {
     "panoptic": {"--input", "--images", "--output"},
     "pipeline": {"--output"},
     "refine": {"--input", "--images", "--output"},
+    "report": {"--input", "--annotations", "--images", "--gt", "--output"},
     "sam-masks": {"--input", "--output"},
     "self-train": {"--input", "--images", "--output"},
     "semantic-pseudo": {"--input", "--output"},
