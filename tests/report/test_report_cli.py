@@ -31,7 +31,7 @@ def test_maskcut_then_the_printed_report_command(synthetic_dataset, tmp_path, ca
     monkeypatch.chdir(tmp_path)
     images = synthetic_dataset / "images" / "val"
     code = main(["maskcut", "--input", str(images), "--output", "pseudo.json", "--backbone", "handcrafted",
-                 "--max-images", "3", "--workers", "0", "--no-progress"])
+                 "--max-images", "2", "--fixed-size", "240", "--no-crf", "--workers", "0", "--no-progress"])
     assert code == 0
     err = capsys.readouterr().err.strip().splitlines()
     assert "masks per image" in err[-2] and "images got none" in err[-2]
