@@ -144,7 +144,7 @@ def coco_page(coco: dict, source: str, assets: Assets, *, images_root=None, gt: 
             gt_labels = [gt_names.get(a.get("category_id"), "") for a in im.gt_anns] if len(gt_names) > 1 else None
             panel = side_by_side(panel, draw(picture, im.masks(gt=True), gt_labels))
         value = metric[name]
-        caption = f"{name}: {len(im.anns)} masks" + (f", {metric_name} {value:.2f}" if metric_name != "masks"
+        caption = f"{name}: {len(im.anns)} mask{'' if len(im.anns) == 1 else 's'}" + (f", {metric_name} {value:.2f}" if metric_name != "masks"
                                                        and not math.isnan(value) else "")
         items.append(assets.thumbnail(panel, f"overlay_{i:05d}", caption, wide=gts is not None))
     gallery.galleries = [Gallery(items)]
