@@ -75,6 +75,17 @@ def page_for(kind: str, content, path: Path, folder: Path, options: dict, parent
         gt = read_coco(options["gt"], "ground-truth file") if options.get("gt") else None
         page = coco_page(check_coco(content, path), str(path), assets, images_root=options.get("images"), gt=gt,
                          max_images=options["max_images"], failures=sidecar_path(path, "failures"))
+    elif kind == "results":
+        from seg_suite.io.coco import check_results, read_coco
+        from seg_suite.report.coco_page import coco_page, results_as_coco
+
+        if not options.get("gt"):
+            raise UserError(f"{path} is a list of results without image file names; pass --gt with the ground-truth "
+                            f"file they were predicted on")
+        gt = read_coco(options["gt"], "ground-truth file")
+        coco = results_as_coco(check_results(content, path, {im["id"] for im in gt["images"]}), gt)
+        page = coco_page(coco, str(path), assets, images_root=options.get("images"), gt=gt,
+                         max_images=options["max_images"])
     elif kind == "evaluation":
         from seg_suite.report.evaluation_page import evaluation_page
 

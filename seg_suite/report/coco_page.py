@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.io.coco import annotations_by_file, decode_image_masks
-from seg_suite.io.masks import MaskFormatError, mask_iou
+from seg_suite.io.masks import MaskFormatError, mask_iou, rle_area
 from seg_suite.report import plots
 from seg_suite.report.assets import Assets
 from seg_suite.report.overlays import ImageSource, crop, draw, side_by_side
@@ -90,6 +90,20 @@ def _failures(path: Path | None) -> list[dict]:
         if isinstance(entry, dict):
             out.append(entry)
     return out
+
+
+def results_as_coco(results: list[dict], gt: dict) -> dict:
+    """A detectron2 result list as a COCO file on the ground truth's images and categories."""
+    anns = []
+    for r in results:
+        if not r.get("segmentation"):  # a box-only result has no mask to show
+            continue
+        seg = r["segmentation"]
+        area = r.get("area")
+        if area is None and isinstance(seg, dict) and isinstance(seg.get("counts"), str):
+            area = rle_area(seg)
+        anns.append(dict(r, id=len(anns) + 1, iscrowd=0, area=area or 0))
+    return {"images": gt["images"], "annotations": anns, "categories": gt.get("categories", [])}
 
 
 def coco_page(coco: dict, source: str, assets: Assets, *, images_root=None, gt: dict | None = None,

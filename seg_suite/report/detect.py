@@ -7,6 +7,7 @@ Kinds:
   video_eval  a ``seg-suite evaluate-video`` result JSON (``sequences``, ``global``)
   video       ``motion-masks`` output: its COCO file (images carry ``sequence``) or its masks folder
   coco        a COCO mask file: pseudo-labels, predictions or clusters
+  results     a detectron2 result list ([{image_id, segmentation, score...}]); needs the ground truth
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ MASK_SUFFIX = ".png"
 
 def _is_mask_root(folder: Path) -> bool:
     """A folder of sequence folders of PNG masks (``motion-masks``' OUT_masks, DAVIS Annotations)."""
-    subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    subs = [p for p in entries if p.is_dir()]
+    if len(subs) != len(entries):  # files beside the folders: an output folder (predict/...), not a mask root
+        return False
     return bool(subs) and all(any(q.suffix.lower() == MASK_SUFFIX for q in p.iterdir()) for p in subs[:20])
 
 
@@ -54,5 +58,7 @@ def detect(path: str | Path) -> tuple[str, object]:
             if isinstance(first, dict) and "sequence" in first and "frame_index" in first:
                 return "video", doc
             return "coco", doc
+    if isinstance(doc, list) and all(isinstance(r, dict) and "image_id" in r for r in doc[:100]):
+        return "results", doc
     raise UserError(f"{path} is not a COCO mask file, a seg-suite evaluate or evaluate-video result, or a "
                     f"detectron2 metrics.json; seg-suite report cannot show it")

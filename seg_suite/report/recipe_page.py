@@ -21,10 +21,14 @@ from seg_suite.report.page import Page, Section, Table, cell, write_page
 
 def _stage_input(folder: Path) -> tuple[Path, str, object] | None:
     """The first thing in a stage folder that a report can show: the folder, then its JSON files, then
-    its sub-folders (sorted)."""
-    candidates = [folder]
-    candidates += sorted(p for p in folder.glob("*.json") if p.name != "stage.json" and not p.name.endswith(".features.json"))
-    candidates += sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    each sub-folder and its JSON files (sorted)."""
+    def level(where: Path) -> list[Path]:
+        return [where] + sorted(p for p in where.glob("*.json")
+                                if p.name != "stage.json" and not p.name.endswith(".features.json"))
+
+    candidates = level(folder)
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        candidates += level(sub)
     for path in candidates:
         try:
             kind, content = detect(path)

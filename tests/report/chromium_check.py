@@ -31,6 +31,7 @@ class Loaded:
     section_ids: list[str]
     links: list[str]  # href of every <a>
     screenshot: np.ndarray  # HxWx3 uint8
+    dom: str  # the document after its scripts ran
 
 
 class _Collector(HTMLParser):
@@ -71,7 +72,8 @@ def open_page(page: Path, workdir: Path, width: int = 1280, height: int = 1400) 
     with Image.open(shot) as im:
         pixels = np.asarray(im.convert("RGB"))
     return Loaded(console=[m.group(1) for m in CONSOLE.finditer(run.stderr)], images=collector.images,
-                  section_ids=collector.sections, links=collector.links, screenshot=pixels)
+                  section_ids=collector.sections, links=collector.links, screenshot=pixels,
+                  dom=run.stdout)
 
 
 def check_page(page: Path, workdir: Path, sections: list[str]) -> Loaded:

@@ -160,16 +160,22 @@ def test_recipe_run_front_page(predictions, tmp_path):
         (run / stage).mkdir(parents=True)
         (run / stage / "stage.json").write_text("{}")
     shutil.copy(predictions, run / "maskcut" / "pseudo.json")
+    (run / "predict" / "val" / "semantic").mkdir(parents=True)  # the layout of seg_suite.workflows.predict
+    (run / "predict" / "stage.json").write_text("{}")
+    (run / "predict" / "val" / "predict.json").write_text('{"info": {}, "counts": {}}')
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(run / "predict" / "val" / "semantic" / "000000.png")
+    shutil.copy(predictions, run / "predict" / "val" / "instances.json")
     (run / "train" / "metrics.json").write_text(json.dumps({"iteration": 0, "total_loss": 1.0}) + "\n")
     (run / "recipe.lock.yaml").write_text("recipe: test\n")
     (run / "results.json").write_text(json.dumps({
         "recipe": "test-recipe", "preset": None,
         "evaluation": {"dataset": "synthetic_val", "protocol": "hungarian", "fit": "held-out half"},
         "metrics": {"segm/AP": 12.345},
-        "stages": {s: {"kind": s, "key": f"k{s}", "seconds": 1.5} for s in ("maskcut", "train", "export")}}))
+        "stages": {s: {"kind": s, "key": f"k{s}", "seconds": 1.5} for s in ("maskcut", "train", "predict", "export")}}))
     index = build_report(run, tmp_path / "r")
     loaded = check_page(index, tmp_path, ["results", "stages"])
-    assert sorted(loaded.links) == ["stages/maskcut/index.html", "stages/train/index.html"]
+    assert sorted(loaded.links) == ["stages/maskcut/index.html", "stages/predict/index.html", "stages/train/index.html"]
+    assert ">coco report<" in _html(index).split("stages/predict/index.html")[1][:20]
     html = _html(index)
     assert "12.35" in html and "synthetic_val" in html and "export: nothing in it a report can show" in html
     check_page(tmp_path / "r" / "stages" / "maskcut" / "index.html", tmp_path, COCO_SECTIONS)
@@ -195,3 +201,31 @@ def test_browser_check_can_fail(tmp_path, body, message):
     page.write_text(f"<!DOCTYPE html><html><body style='font-size:80px'>{body}</body></html>")
     with pytest.raises(AssertionError, match=message):
         check_page(page, tmp_path, [])
+
+
+def test_detectron2_result_list_needs_and_uses_the_ground_truth(synthetic_dataset, predictions, tmp_path):
+    gt = synthetic_dataset / "annotations" / "instances_val.json"
+    coco = json.loads(predictions.read_text())
+    results = [{k: a[k] for k in ("image_id", "category_id", "segmentation", "score")} for a in coco["annotations"]]
+    (tmp_path / "coco_instances_results.json").write_text(json.dumps(results))
+    with pytest.raises(UserError, match="pass --gt"):
+        build_report(tmp_path / "coco_instances_results.json", tmp_path / "r")
+    index = build_report(tmp_path / "coco_instances_results.json", tmp_path / "r", gt=gt)
+    check_page(index, tmp_path, ["zero-masks", "overlays", "per-image", "histograms"])
+    assert "Images without masks (1)" in _html(index)
+
+
+def test_table_sorts_by_a_clicked_column(predictions, tmp_path):
+    from chromium_check import open_page
+
+    index = build_report(predictions, tmp_path / "r")
+    html = _html(index)
+    row = r'<tr><td>[^<]*</td><td class="num" data-sort="[^"]*">(\d+)</td>'
+    before = [int(c) for c in re.findall(row, html.split('id="per-image"')[1])]
+    # two clicks on "masks": ascending, then descending
+    click = "<script>var th = document.querySelectorAll('#per-image th')[1]; th.click(); th.click();</script></body>"
+    (index.parent / "clicked.html").write_text(html.replace("</body>", click))
+    shown = open_page(index.parent / "clicked.html", tmp_path)
+    assert shown.console == []
+    after = [int(c) for c in re.findall(row, shown.dom.split('id="per-image"')[1])]
+    assert sorted(after) == sorted(before) and after == sorted(before, reverse=True) and after != before
