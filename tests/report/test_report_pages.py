@@ -229,3 +229,20 @@ def test_table_sorts_by_a_clicked_column(predictions, tmp_path):
     assert shown.console == []
     after = [int(c) for c in re.findall(row, shown.dom.split('id="per-image"')[1])]
     assert sorted(after) == sorted(before) and after == sorted(before, reverse=True) and after != before
+
+
+def test_evaluate_video_result_and_several_inputs(synthetic_dataset, tmp_path):
+    from seg_suite.evaluation.davis import evaluate_davis
+
+    gt_root = synthetic_dataset / "videos" / "Annotations"
+    (tmp_path / "video_eval.json").write_text(json.dumps(evaluate_davis(gt_root, gt_root)))
+    run = tmp_path / "train"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"iteration": 0, "total_loss": 1.0}) + "\n")
+    index = build_report([tmp_path / "video_eval.json", run], tmp_path / "r")
+    loaded = check_page(index, tmp_path, ["inputs"])
+    assert loaded.links == ["part_01/index.html", "part_02/index.html"]
+    video = check_page(tmp_path / "r" / "part_01" / "index.html", tmp_path, ["sequences"])
+    assert "../index.html" in video.links  # back to the front page
+    assert "J&amp;F-Mean 1.000" in _html(tmp_path / "r" / "part_01" / "index.html")
+    check_page(tmp_path / "r" / "part_02" / "index.html", tmp_path, ["curves", "last-eval"])
