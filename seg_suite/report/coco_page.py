@@ -26,6 +26,7 @@ from seg_suite.report.selection import choose
 
 CROPS_PER_CLUSTER = 6  # the most confident masks of each cluster
 MAX_CLUSTER_GALLERIES = 60  # the largest clusters get a gallery; every cluster is in the table and plot
+MAX_TABLE_ROWS = 2000  # keeps the page light for large datasets
 MATCH_IOU = 0.5  # a mask counts as showing a ground-truth object from this IoU (COCO's AP50 threshold)
 
 
@@ -167,15 +168,20 @@ def coco_page(coco: dict, source: str, assets: Assets, *, images_root=None, gt: 
     if problems:
         gallery.alert = True
         gallery.notes.append(f"{len(problems)} images are drawn on grey: " +
-                             "; ".join(f"{v}" for _, v in sorted(problems.items())[:20]))
+                             "; ".join(v for _, v in sorted(problems.items())[:20]))
 
     table = page.add(Section("per-image", "Per image"))
     table.notes = ["Click a column header to sort."]
     headers = ["image", "masks", "mean area %", "largest area %", "mean score", "best score"]
     if gts is not None:
         headers += ["ground-truth masks", "IoU with ground truth"]
+    listed = images
+    if len(images) > MAX_TABLE_ROWS:
+        keep = set(choose(metric, MAX_TABLE_ROWS, first=empty))
+        listed = [im for im in images if im.name in keep]
+        table.notes.append(f"{len(listed)} of {len(images)} images are listed, chosen as for the gallery")
     rows = []
-    for im in images:
+    for im in listed:
         areas, scores = im.areas, im.scores
         row = [cell(im.name), cell(len(im.anns)), cell(100 * _mean(areas)), cell(100 * max(areas, default=math.nan)),
                cell(_mean(scores), 3), cell(max(scores, default=math.nan), 3)]
