@@ -613,6 +613,10 @@ class _PanopticTask:
         pdir, gdir = (self.fit_pred_dir, self.fit_gt_dir) if separate else (self.pred_dir, self.gt_dir)
         things, stuff = panoptic_confusion(tqdm(items, desc="fit mapping", disable=not self.progress), gdir, pdir,
                                            self.t_clu, self.s_clu, self.t_cls, self.s_cls)
+        both = np.zeros((len(self.t_clu) + len(self.s_clu), len(self.t_cls) + len(self.s_cls)), np.int64)
+        both[:len(self.t_clu), :len(self.t_cls)] = things  # matched segments
+        both[len(self.t_clu):, len(self.t_cls):] = stuff  # pixels
+        self.confusion = confusion_record(both, [*self.t_clu, *self.s_clu], [*self.t_cls, *self.s_cls])
         cls_of = {}
         for clusters, classes, conf in ((self.t_clu, self.t_cls, things), (self.s_clu, self.s_cls, stuff)):
             m = fit_mapping(conf, protocol, extra) if len(clusters) and len(classes) else np.full(len(clusters), -1)

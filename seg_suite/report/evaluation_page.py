@@ -100,10 +100,11 @@ def evaluation_page(res: dict, source: str, assets: Assets) -> Page:
         heat.plots = [assets.figure(plots.heatmap(counts[order], labels, classes, "confusion on the fit split",
                                                   "ground-truth class", "cluster -> mapped class"),
                                     "confusion", "confusion matrix heat map")]
-        heat.notes = ["Counts of the split the mapping was fitted on (pixels for semantic maps, matched masks for "
-                      "instances); each row is coloured by its share, rows in the mapping's order."]
+        heat.notes = ["Counts of the split the mapping was fitted on (pixels for semantic maps and stuff, matched "
+                      "masks or segments for instances and things); each row is coloured by its share, rows in the "
+                      "mapping's order."]
     else:
-        heat.notes = ["this result file holds no confusion matrix (panoptic results keep only the mapping)"]
+        heat.notes = ["this result file holds no confusion matrix"]
     rows = [[cell(k), cell(_target(mapping, k))] for k in sorted(mapping, key=lambda k: (len(k), k))]
     page.add(Section("mapping", f"Mapping ({sum(v is not None for v in mapping.values())} of {len(mapping)} "
                                 f"clusters mapped)", table=Table(["cluster", "class"], rows)))

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-DEFAULT_MAX_IMAGES = 200  # the default: enough to judge by eye, small enough to open at once
+DEFAULT_MAX_IMAGES = 200  # seg_suite's choice: enough to judge by eye, small enough to open at once
 
 
 def choose(metric: dict[str, float], max_images: int, first: list[str] = ()) -> list[str]:
