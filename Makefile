@@ -16,6 +16,10 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 	@# detectron2 (pure-Python, patched v0.6): skips in < 1 s when our current patch is installed
 	@$(PY) tools/install_detectron2.py
+	@# headless Chromium (Debian's package) for the report tests; installed once, when missing
+	@test -x /usr/bin/chromium || { echo "installing chromium (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; }
 
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -10,6 +10,8 @@ so each one spells and documents them the same way.
     select_items(args)              -> the sorted work items of --input (first --max-images)
     check_output(path)              -> a one-line error now if the output's folder cannot be written
     finish(summary, args)           -> prints the closing line, returns the command's exit code
+    input_root(spec)                -> the folder an --input's file names are relative to
+    print_report_hint(output, ...)  the last line: the `seg-suite report` command that shows the output
     add_renamed(parser, new, *old)  a flag whose older spellings still work, with a warning line
     add_command(subparsers, name, run, help, description, input=(METAVAR, help, *old), ...)
                                     a subcommand's parser with its required file flags
@@ -314,6 +316,9 @@ def print_summary(summary, max_failed: float | None = None) -> int:
         line = f"wrote {summary.output}: {summary.num_items - summary.num_failed} of {summary.num_items} items done"
         if summary.num_failed:
             line += f", {summary.num_failed} failed (reasons in {summary.failures})"
+        if summary.masks and summary.masks["images"]:
+            m = summary.masks
+            line += f"; {m['masks'] / m['images']:.2f} masks per image, {m['empty']} of {m['images']} images got none"
         print(line, file=sys.stderr)
     return summary_exit_code(summary, max_failed)
 
@@ -321,3 +326,31 @@ def print_summary(summary, max_failed: float | None = None) -> int:
 def finish(summary, args) -> int:
     """The exit code of a generator command whose run returned ``summary`` (and its closing lines)."""
     return print_summary(summary, getattr(args, "max_failed", None))
+
+
+def input_root(spec: str):
+    """The folder an --input's file names are relative to: the folder itself, a list file's folder;
+    None for a glob pattern (its root is not one folder the user named)."""
+    from pathlib import Path
+
+    path = Path(spec)
+    if path.is_dir():
+        return path
+    return path.parent if path.is_file() else None
+
+
+def print_report_hint(output, images=None, gt=None) -> None:
+    """The closing line of a command whose output a report can show: the exact command that builds it
+    (the report folder is the output's name with ``_report``)."""
+    import shlex
+    from pathlib import Path
+
+    parts = ["seg-suite", "report", "--input", str(output)]
+    if images is not None:
+        parts += ["--images", str(images)]
+    if gt is not None:
+        parts += ["--gt", str(gt)]
+    parts += ["--output", str(Path(output).with_suffix("")) + "_report"]
+    print("to look at it: " + shlex.join(parts), file=sys.stderr)
+
+

@@ -100,6 +100,9 @@ def run(args) -> int:
             print(f"error: no image could be read, so nothing was clustered and {args.output} was not written; "
                   f"the reasons are in {result['features'].failures}", file=sys.stderr)
         return EXIT_ITEMS_FAILED
+    m = result["masks"]
     print(f"wrote {args.output}: {result['num_masks']} masks in {result['num_clusters']} clusters "
-          f"({result['non_empty']} non-empty, largest {result['largest']})", file=sys.stderr)
+          f"({result['non_empty']} non-empty, largest {result['largest']}); {m['masks'] / max(1, m['images']):.2f} "
+          f"masks per image, {m['empty']} of {m['images']} images got none", file=sys.stderr)
+    _common.print_report_hint(args.output, images=args.images)
     return code

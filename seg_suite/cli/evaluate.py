@@ -101,6 +101,8 @@ def format_results(task: str, res: dict) -> str:
 
 
 def run(args) -> int:
+    import sys
+
     from seg_suite.evaluation import unsupervised as U
     from seg_suite.io.coco import read_coco
     from seg_suite.io.files import atomic_write_json
@@ -128,4 +130,8 @@ def run(args) -> int:
     print(format_results(args.task, res))
     if args.output:
         atomic_write_json(args.output, res)
+        _common.print_report_hint(args.output)
+    else:
+        print("to look at it in a report: rerun with --output R.json, then `seg-suite report --input R.json "
+              "--output R_report`", file=sys.stderr)
     return 0

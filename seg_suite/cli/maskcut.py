@@ -30,6 +30,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from pathlib import Path
+
     from seg_suite.pseudo.maskcut import MaskCutParams
     from seg_suite.pseudo.maskcut_job import MaskCutJob
     from seg_suite.pseudo.runner import run_job
@@ -42,4 +44,7 @@ def run(args) -> int:
     job = MaskCutJob(params, backbone=args.backbone, weights=args.weights, device=_common.device_from_args(args),
                      max_pixels=max_pixels, random_init=args.random_init).load()
     summary = run_job(job, items, args.output, **kwargs)
-    return _common.finish(summary, args)
+    code = _common.finish(summary, args)
+    if summary.num_failed < summary.num_items and summary.output == Path(args.output):
+        _common.print_report_hint(args.output, images=_common.input_root(args.input))
+    return code

@@ -97,4 +97,8 @@ def run(args) -> int:
                              flow_weights=args.flow_weights, **where)
         job._flow_fn()  # fail early (missing RAFT weights, bad preset) before any work starts
     summary = run_job(job, items, out, **kwargs)
-    return _common.finish(summary, args)
+    code = _common.finish(summary, args)
+    if summary.num_failed < summary.num_items and summary.output == out:
+        frames = _common.input_root(args.input) if Path(args.input).is_dir() else where["frames_dir"]
+        _common.print_report_hint(out, images=frames)
+    return code

@@ -11,7 +11,8 @@ Every task (semantic maps, instance files, panoptic files) is an adapter with fo
    as recorded in the results, as ``(metrics, mapping_record, n_scored)``.
 
 The results are the task's metrics followed by ``protocol``, ``fit`` (the split, named with its
-image counts) and ``mapping``.
+image counts) and ``mapping``, plus ``confusion`` (the counts the mapping was fitted on, clusters by
+classes) for a task that sets a ``confusion`` attribute in ``fit``.
 """
 
 from __future__ import annotations
@@ -40,4 +41,6 @@ def fit_and_score(task: Task, fit: FitSplit, protocol: str, extra: str) -> dict:
     mapping = task.fit(fit_items, protocol, extra, separate)
     metrics, record, n_scored = task.score(mapping, score_names)
     metrics.update(protocol=protocol, fit=fit.describe(len(fit_items), n_scored), mapping=record)
+    if getattr(task, "confusion", None) is not None:
+        metrics["confusion"] = task.confusion
     return metrics

@@ -209,7 +209,9 @@ class _SemanticTask:
         return list(self.fit_pairs.values())
 
     def fit(self, items, protocol, extra, separate):
-        return fit_mapping(self._confusion(items, "fit mapping")[:self.num_clusters], protocol, extra)
+        conf = self._confusion(items, "fit mapping")[:self.num_clusters]
+        self.confusion = confusion_record(conf, range(self.num_clusters), range(self.num_classes))
+        return fit_mapping(conf, protocol, extra)
 
     def score(self, mapping, names):
         conf = self._confusion([self.scored[n] for n in names], "score")
@@ -230,6 +232,12 @@ def evaluate_semantic(pred_dir, gt_dir, *, num_clusters: int | None = None, num_
     task = _SemanticTask(pred_dir, gt_dir, fit_pred_dir, fit_gt_dir, isinstance(fit, SeparateSplit),
                          num_clusters, num_classes, cocostuff27, class_names, progress)
     return fit_and_score(task, fit, protocol, extra)
+
+
+def confusion_record(conf: np.ndarray, cluster_ids, class_ids) -> dict:
+    """The [K, C] confusion the mapping was fitted on, with the files' ids (JSON-friendly; for reports)."""
+    return {"clusters": [str(k) for k in cluster_ids], "classes": [str(c) for c in class_ids],
+            "counts": np.asarray(conf, dtype=np.int64).tolist()}
 
 
 def mapping_dict(mapping: np.ndarray, cluster_ids, class_ids) -> dict[str, int | None]:
@@ -390,6 +398,7 @@ class _InstanceTask:
         pred, gt = (self.fit_pred, self.fit_gt) if separate else (self.pred, self.gt)
         pairs = [pair for pair in items if pair is not None]
         conf = instance_confusion(pred, gt, pairs, self.cluster_index, self.class_index)
+        self.confusion = confusion_record(conf, self.cluster_ids, self.class_ids)
         return fit_mapping(conf, protocol, extra)
 
     def score(self, mapping, names):
@@ -604,6 +613,10 @@ class _PanopticTask:
         pdir, gdir = (self.fit_pred_dir, self.fit_gt_dir) if separate else (self.pred_dir, self.gt_dir)
         things, stuff = panoptic_confusion(tqdm(items, desc="fit mapping", disable=not self.progress), gdir, pdir,
                                            self.t_clu, self.s_clu, self.t_cls, self.s_cls)
+        both = np.zeros((len(self.t_clu) + len(self.s_clu), len(self.t_cls) + len(self.s_cls)), np.int64)
+        both[:len(self.t_clu), :len(self.t_cls)] = things  # matched segments
+        both[len(self.t_clu):, len(self.t_cls):] = stuff  # pixels
+        self.confusion = confusion_record(both, [*self.t_clu, *self.s_clu], [*self.t_cls, *self.s_cls])
         cls_of = {}
         for clusters, classes, conf in ((self.t_clu, self.t_cls, things), (self.s_clu, self.s_cls, stuff)):
             m = fit_mapping(conf, protocol, extra) if len(clusters) and len(classes) else np.full(len(clusters), -1)

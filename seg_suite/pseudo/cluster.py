@@ -41,7 +41,7 @@ from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.masks import MaskFormatError, mask_to_bbox
 from seg_suite.pseudo.feature_job import BackboneJob, parts_dir, resize_to_grid, save_part, write_feature_parts
 from seg_suite.pseudo.inputs import WorkItem, image_items
-from seg_suite.pseudo.jobs import ItemError
+from seg_suite.pseudo.jobs import ItemError, coco_mask_counts
 from seg_suite.pseudo.kmeans import DEFAULT_N_CLUSTERS, MaskClusterer  # noqa: F401 - re-exported
 
 FEATURE_MODES = ("auto", "crop_cls", "pooled")
@@ -283,4 +283,5 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
     atomic_write_json(out, coco)
     sizes = np.bincount(labels, minlength=clusterer.n_clusters)
     return {"features": summary, "clustered": True, "num_masks": int(len(labels)), "num_clusters": clusterer.n_clusters,
-            "non_empty": int((sizes > 0).sum()), "largest": int(sizes.max()) if len(sizes) else 0}
+            "non_empty": int((sizes > 0).sum()), "largest": int(sizes.max()) if len(sizes) else 0,
+            "masks": coco_mask_counts(coco)}

@@ -62,6 +62,10 @@ class Job(abc.ABC):
         obj = load_json(path, "finished output")
         return obj.get("info") if isinstance(obj, dict) else None
 
+    def mask_counts(self, final: Any) -> dict | None:
+        """``{"images", "masks", "empty"}`` of the final output, for the run's summary line (None: no masks)."""
+        return None
+
     def runtime_info(self) -> dict:
         """Execution details for the log file (device...), never part of the output."""
         return {}
@@ -124,6 +128,16 @@ class CocoMaskJob(Job):
                         **extra,
                     })
         return {"info": info, "images": images, "annotations": annotations, "categories": self.coco_categories()}
+
+    def mask_counts(self, final: dict) -> dict:
+        return coco_mask_counts(final)
+
+
+def coco_mask_counts(coco: dict) -> dict:
+    """``{"images", "masks", "empty"}`` of a COCO file: its images, annotations and images without any."""
+    with_masks = {a["image_id"] for a in coco["annotations"]}
+    return {"images": len(coco["images"]), "masks": len(coco["annotations"]),
+            "empty": sum(1 for im in coco["images"] if im["id"] not in with_masks)}
 
 
 def job_class_path(job: Job | type) -> str:

@@ -34,6 +34,8 @@ Writing a job (subclass :class:`Job`, or :class:`CocoMaskJob` for COCO mask file
 ``finalize(records, info)``  records (sorted by item key) -> the final output object;
                    must put ``info`` into it (for COCO, ``out["info"]``).
 ``write_output(path, final)`` / ``read_info(path)``  default: atomic JSON.
+``mask_counts(final)``  ``{"images", "masks", "empty"}`` of a final output holding masks (for the
+                   summary line); default None.
 ``output_folders(items)``  folders ``process`` writes into besides the output's (default none);
                    each is checked for writing before the first item.
 
@@ -363,6 +365,7 @@ class RunSummary:
     seconds: float
     skipped: bool = False  # the output was already complete
     failures: Path | None = None
+    masks: dict | None = None  # {"images", "masks", "empty"} of the output (Job.mask_counts), when it holds masks
 
 
 def _remove_stale_temporaries(path: Path) -> None:
@@ -482,6 +485,7 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
 
     entries = [journal.entries[item.key] for item in mine]
     failures = [e["failure"] for e in entries if "failure" in e]
+    masks = None
     if shard.num_shards > 1:
         doc = {"seg_suite_shard": SHARD_FORMAT,
                **{k: header[k] for k in ("job", "job_class", "params", "versions", "shard", "keys_sha256", "num_items",
@@ -493,7 +497,9 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
     else:
         info = build_info(job.name, header["job_class"], params, header["versions"], len(items),
                           len(failures), header["keys_sha256"])
-        job.write_output(target, job.finalize([e["record"] for e in entries if "record" in e], info))
+        final = job.finalize([e["record"] for e in entries if "record" in e], info)
+        job.write_output(target, final)
+        masks = job.mask_counts(final)
     _write_failures(failures_path, failures)
     seconds = time.time() - started
     log = {
@@ -507,7 +513,7 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
     with _writing(log_path), open(log_path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(log) + "\n")
     journal.remove()
-    return RunSummary(target, len(mine), len(failures), processed, seconds, failures=failures_path)
+    return RunSummary(target, len(mine), len(failures), processed, seconds, failures=failures_path, masks=masks)
 
 
 def _batches(job: Job, mine: list[WorkItem], chunks: list[list[int]], workers: int):
@@ -663,7 +669,9 @@ def merge_outputs(
     job = resolver(first["job_class"]).from_params(first["params"])
     info = build_info(first["job"], first["job_class"], first["params"], first["versions"], num_items,
                       len(failures), first["keys_sha256"])
-    job.write_output(output, job.finalize([record for _, record in entries], info))
+    final = job.finalize([record for _, record in entries], info)
+    job.write_output(output, final)
     failures_path = sidecar_path(output, "failures")
     _write_failures(failures_path, failures)
-    return RunSummary(output, num_items, len(failures), 0, time.time() - started, failures=failures_path)
+    return RunSummary(output, num_items, len(failures), 0, time.time() - started, failures=failures_path,
+                      masks=job.mask_counts(final))

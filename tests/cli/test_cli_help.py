@@ -41,6 +41,7 @@ FAMILY_FLAGS = {
     "pipeline": {"--output"},
     "predict": {"--input", "--output"},
     "refine": {"--input", "--images", "--output"},
+    "report": {"--input", "--annotations", "--images", "--gt", "--output"},
     "run": {"--output"},
     "sam-masks": {"--input", "--output"},
     "self-train": {"--input", "--images", "--output"},
