@@ -15,6 +15,8 @@ Steps (each prints the `seg-suite` command it runs, so they can be repeated by h
                       predictions -> instance AP, Hungarian mIoU and PQ on val, the mapping fitted on
                       the train split. It prints its results table, then the demo its total time;
                       detectron2's log is in OUTPUT/u2seg/train.log.
+  6. report           a static HTML report of the recipe run and of the MaskCut pseudo-masks
+                      (OUTPUT/report/index.html), its path printed last
 """
 
 from __future__ import annotations
@@ -72,7 +74,14 @@ def u2seg(out: Path, args) -> None:
     run("run", "u2seg", "--preset", "smoke", "--output", str(out / "u2seg"), "--device", args.device)
 
 
-STEPS = [make_data, maskcut, overlays, evaluate, summary, u2seg]
+def report(out: Path, args) -> None:
+    run("report", "--input", str(out / "u2seg"), str(out / "maskcut_val.json"),
+        "--images", str(out / "synthetic" / "images" / "val"),
+        "--gt", str(out / "synthetic" / "annotations" / "instances_val.json"), "--output", str(out / "report"))
+    print(f"\nreport: open {(out / 'report' / 'index.html').resolve()} in a browser")
+
+
+STEPS = [make_data, maskcut, overlays, evaluate, summary, u2seg, report]
 
 
 def main(argv: list[str] | None = None) -> int:

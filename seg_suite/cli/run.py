@@ -53,4 +53,5 @@ def run(args) -> int:
                          executor=args.executor)
     print(format_results(results))
     print(f"\nwrote {args.output}/results.json and results.md")
+    _common.print_report_hint(args.output)
     return 0

@@ -337,6 +337,8 @@ def stage_evaluate_unsupervised(ctx: StageContext) -> dict:
         out.update(PQ=res["panoptic"]["All"]["pq"], PQ_things=res["panoptic"]["Things"]["pq"],
                    PQ_stuff=res["panoptic"]["Stuff"]["pq"])
     atomic_write_json(ctx.folder / "results.json", res, indent=1)
+    for task, result in res.items():  # one file per task, as `seg-suite evaluate` writes (and `report` reads)
+        atomic_write_json(ctx.folder / f"{task}.json", {**result, "task": task}, indent=1)
     fitted = next((r["fit"] for r in res.values() if isinstance(r, dict) and "fit" in r), None)
     return {"protocol": protocol, "fit": fitted, "predictions": str(pred), "metrics": out}
 
