@@ -235,6 +235,8 @@ class Recipe:
                 where = "local process"
             elif stage["kind"] in SHARDED_KINDS:
                 where = f"SLURM array of {tasks} tasks (sbatch --array=0-{tasks - 1} {sbatch})".replace(" )", ")")
+            elif stage["kind"].startswith("evaluate"):
+                where = f"prediction as a SLURM array of {tasks} tasks, scoring in this process"
             else:
                 where = "one SLURM job" + (f" (sbatch {sbatch})" if sbatch else "")
             data = f", dataset {stage['dataset']}" if stage.get("dataset") else ""

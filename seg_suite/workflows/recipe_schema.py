@@ -31,7 +31,8 @@ SYNTHETIC_SPLITS = ("train", "val", "videos")
 WEIGHT_FORMS = ("backbone", "sam", "raft", "file", "path")
 EVALUATION_KEYS = ("dataset", "fit_dataset", "protocol", "metrics", "extra")
 EXECUTOR_KEYS = {"kind": ("local", "slurm"), "array_tasks": int, "partition": str, "account": str, "gpus": int,
-                 "cpus": int, "mem": str, "time": str}
+                 "cpus": int, "mem": str, "time": str, "nodes": int}
+OPTIONAL_INTS = frozenset({"array_tasks"})  # null: one task per GPU of this machine (1 on CPU), or 1 on SLURM
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # a stage's name is also its output folder's name
 
 
@@ -111,6 +112,7 @@ def validate(data: dict, where: str) -> None:
     for key, value in executor.items():
         rule, low = EXECUTOR_KEYS.get(key), 0 if key == "gpus" else 1
         check(rule is not None, where, f"executor.{key} is unknown; allowed: {', '.join(EXECUTOR_KEYS)}")
-        check(value in rule if isinstance(rule, tuple) else type(value) is int and value >= low if rule is int
+        check(value in rule if isinstance(rule, tuple) else (value is None and key in OPTIONAL_INTS)
+              or type(value) is int and value >= low if rule is int
                else value is None or isinstance(value, str), where, f"executor.{key} is {value!r}; allowed: "
                + (", ".join(rule) if isinstance(rule, tuple) else f"an integer >= {low}" if rule is int else "text or null"))

@@ -237,7 +237,8 @@ def test_describe_says_where_each_stage_runs():
                                   "executor.account=lab"]).describe()
     sbatch = "--partition=gpu --account=lab --gpus=1 --cpus-per-task=8 --mem=64G --time=20:00:00"
     assert f"SLURM array of 8 tasks (sbatch --array=0-7 {sbatch})" in text
-    assert text.count(f"one SLURM job (sbatch {sbatch})") == 3
+    assert text.count(f"one SLURM job (sbatch {sbatch})") == 2  # train and self_train
+    assert "evaluate [evaluate_class_agnostic] key" in text and "prediction as a SLURM array of 8 tasks" in text
 
 
 def test_the_recipe_is_frozen():
