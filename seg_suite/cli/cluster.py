@@ -88,7 +88,8 @@ def run(args) -> int:
     result = cluster_mask_file(
         args.input, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
         input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
-        random_init=args.random_init, max_pixels=_common.max_pixels(args), fit=not reused, **kwargs)
+        random_init=args.random_init, max_pixels=_common.max_pixels(args), precision=args.precision,
+        fit=not reused, **kwargs)
     if result is None:
         print("shard done; when all shards are, join them with `seg-suite merge --output "
               "<OUT>.features.json` (it finds the shard files beside it) and rerun this command with --resume "

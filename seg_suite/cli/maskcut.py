@@ -40,6 +40,6 @@ def run(args) -> int:
     items = _common.select_items(args)
     _common.check_output(args.output)
     job = MaskCutJob(params, backbone=args.backbone, weights=args.weights, device=_common.device_from_args(args),
-                     max_pixels=max_pixels, random_init=args.random_init).load()
+                     max_pixels=max_pixels, random_init=args.random_init, precision=args.precision).load()
     summary = run_job(job, items, args.output, **kwargs)
     return _common.finish(summary, args)

@@ -53,7 +53,7 @@ def run(args) -> int:
         items, args.output, clusterer, backbone=args.backbone, centroids=args.centroids,
         crf=args.crf, input_size=args.input_size, samples_per_image=args.samples_per_image, seed=args.seed,
         weights=args.weights, device=_common.device_from_args(args), random_init=args.random_init,
-        max_pixels=_common.max_pixels(args), **kwargs)
+        max_pixels=_common.max_pixels(args), precision=args.precision, **kwargs)
     if summary is None:
         print(f"shard done; join the sample shards with `seg-suite merge --output {args.output}/samples.json "
               f"<shard files>`, then rerun with --resume (and the same shard flags) to fit the centroids and "
