@@ -42,10 +42,11 @@ def check_precision_name(precision: str) -> str:
     return precision
 
 
-def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
-    """The CPU's feature flags (x86 ``flags``, Arm ``Features``), or None where /proc/cpuinfo is not readable."""
+def cpu_flags(cpuinfo: Path | None = None) -> set[str] | None:
+    """The CPU's feature flags (x86 ``flags``, Arm ``Features``) from ``cpuinfo`` (default :data:`CPUINFO`),
+    or None where it is not readable."""
     try:
-        text = cpuinfo.read_text(errors="replace")
+        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
     except OSError:
         return None
     flags: set[str] = set()
@@ -56,7 +57,7 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str] | None:
     return flags
 
 
-def cpu_bf16_units(cpuinfo: Path = CPUINFO) -> tuple[str, ...] | None:
+def cpu_bf16_units(cpuinfo: Path | None = None) -> tuple[str, ...] | None:
     """The bfloat16 units this CPU has (e.g. ``("amx_bf16", "avx512_bf16")``); None when it cannot be told."""
     flags = cpu_flags(cpuinfo)
     if flags is None:
@@ -75,7 +76,7 @@ def check_precision(precision: str, device) -> None:
                             "unit) or fp32")
         units = cpu_bf16_units()
         if units is None:
-            raise UserError(f"--precision bf16 on the CPU needs a bfloat16 unit, and {CPUINFO} cannot be read to "
+            raise UserError("--precision bf16 on the CPU needs a bfloat16 unit, and /proc/cpuinfo cannot be read to "
                             f"find one; use --precision fp32")
         if not units:
             raise UserError("--precision bf16 on the CPU needs a bfloat16 unit (AMX-BF16 or AVX512-BF16 on x86, "
