@@ -41,12 +41,16 @@ def clusterer_from_args(args):
     return MaskClusterer(**params, **kwargs), False
 
 
+COMMAND = "cluster"
+HELP = "cluster pseudo-masks into K semantic classes (category_id = cluster id)"
+
+
 def register(subparsers) -> None:
     from seg_suite.pseudo.cluster import DEFAULT_INPUT_SIZE, DEFAULT_N_CLUSTERS, FEATURE_MODES
 
     parser = _common.add_command(
-        subparsers, "cluster", run,
-        help="cluster pseudo-masks into K semantic classes (category_id = cluster id)",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Give every mask of a COCO pseudo-mask file a cluster id, as U2Seg does: one L2-normalised "
             "feature per mask (DINO CLS token of its box crop, or patch tokens pooled under it), then "

@@ -6,13 +6,17 @@ from seg_suite.cli import _common
 from seg_suite.cli._params import add_params, params_from_args
 
 
+COMMAND = "maskcut"
+HELP = "MaskCut pseudo-masks (COCO JSON) for a folder of images"
+
+
 def register(subparsers) -> None:
     from seg_suite.features.backbones import DEFAULT_BACKBONE
     from seg_suite.pseudo.maskcut import MaskCutParams
 
     parser = _common.add_command(
-        subparsers, "maskcut", run,
-        help="MaskCut pseudo-masks (COCO JSON) for a folder of images",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Generate class-agnostic pseudo-masks with MaskCut (normalized cuts on self-supervised ViT "
             "features, as CutLER's maskcut/maskcut.py) and write one COCO instance file: category "

@@ -5,12 +5,16 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "pipeline"
+HELP = "end to end on the synthetic set: MaskCut -> clusters -> panoptic pseudo-labels -> training -> scores"
+
+
 def register(subparsers) -> None:
     from seg_suite.workflows import pipeline as P
 
     parser = subparsers.add_parser(
-        "pipeline",
-        help="end to end on the synthetic set: MaskCut -> clusters -> panoptic pseudo-labels -> training -> scores",
+        COMMAND,
+        help=HELP,
         description=(
             "Run seg_suite.workflows.pipeline.run_unsupervised_pipeline: make the synthetic set, MaskCut pseudo-masks "
             "(weight-free handcrafted backbone), k-means of the masks into K thing clusters, stuff clusters, "
