@@ -156,8 +156,8 @@ def main() -> None:
     print("| backbone | precision | feature cosine | masks | mean best-match IoU (min) | bipartition agreement (min) |")
     print("|---|---|---|---|---|---|")
     for backbone, precision, a in rows_agree:
-        print(f"| {backbone} | {precision} | {a['cosine']:.5f} | {a['num_masks']} | {a['iou']:.3f} ({a['min_iou']:.3f}) "
-              f"| {a['bipartition']:.4f} ({a['min_bipartition']:.4f}) |")
+        print(f"| {backbone} | {precision} | {a['cosine']:.5f} | {a['num_masks']} "
+              f"| {a['iou']:.3f} ({a['min_iou']:.3f}) | {a['bipartition']:.4f} ({a['min_bipartition']:.4f}) |")
     print("\nSpeed, seconds per image (one process, after a warm-up image):\n")
     print("| backbone | precision | forward 480² s | MaskCut end to end s | speed-up end to end |")
     print("|---|---|---|---|---|")

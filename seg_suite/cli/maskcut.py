@@ -12,7 +12,7 @@ HELP = "MaskCut pseudo-masks (COCO JSON) for a folder of images"
 
 def register(subparsers) -> None:
     from seg_suite.features.backbones import DEFAULT_BACKBONE
-    from seg_suite.pseudo.maskcut import MaskCutParams
+    from seg_suite.pseudo.maskcut_params import MaskCutParams
 
     parser = _common.add_command(
         subparsers, COMMAND, run,

@@ -21,7 +21,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seg_suite.errors import MissingWeightsError, UserError
 from seg_suite.features.precision import DEFAULT_PRECISION, AutocastForward, check_precision
@@ -79,6 +78,7 @@ def build_sam(arch: str | SamArch):
     For the official types this is exactly ``sam_model_registry[type](checkpoint=None)``
     (the tests compare every parameter name and shape).
     """
+    import torch
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     a = get_arch(arch)
@@ -111,6 +111,8 @@ def build_sam(arch: str | SamArch):
 # ------------------------------------------------------------------ checkpoints
 def weight_dirs() -> list[Path]:
     """Folders searched for an official checkpoint when no path is given, in order."""
+    import torch
+
     dirs = []
     if os.environ.get("SEG_SUITE_WEIGHTS"):
         dirs.append(Path(os.environ["SEG_SUITE_WEIGHTS"]).expanduser())
@@ -187,6 +189,8 @@ def load_sam(sam_type: str | SamArch = DEFAULT_SAM_TYPE, checkpoint: str | os.Pa
     bf16, fp16; :mod:`seg_suite.features.precision`) is the autocast of the image encoder, refused
     in one line where ``device`` lacks it; its embedding, and all that follows, stay float32.
     """
+    import torch
+
     arch = get_arch(sam_type)
     check_precision(precision, torch.device(device))
     if random_init:
