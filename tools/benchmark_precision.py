@@ -36,7 +36,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchmark_maskcut import PHOTOS, _write_photos  # noqa: E402 - the same photos as the MaskCut benchmark
+from benchmark_maskcut import _write_photos  # noqa: E402 - the MaskCut benchmark's photo writer
+
+# skimage.data photos that ship with scikit-image (no download); the first three are the MaskCut benchmark's.
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 
 DEFINED = 0.99  # control IoU from which a cut counts as defined by the features
@@ -153,7 +156,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = os.path.join(tmp, "photos")
         os.makedirs(folder)
-        images = [load_image(p) for p in _write_photos(folder, args.images)]
+        images = [load_image(p) for p in _write_photos(folder, args.images, PHOTOS)]
         for backbone in args.backbones:
             ref = run_precision(backbone, "fp32", args.device, images)
             rows_speed.append((backbone, "fp32", ref["forward_s"], ref["e2e_s"], 1.0))
