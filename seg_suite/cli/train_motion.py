@@ -11,7 +11,7 @@ HELP = "train an RCF-style motion segmenter on unlabeled videos"
 
 
 def register(subparsers) -> None:
-    from seg_suite.pseudo.motion.rcf_train import RCFConfig
+    from seg_suite.pseudo.motion.rcf_config import RCFConfig
 
     parser = _common.add_command(
         subparsers, COMMAND, run,

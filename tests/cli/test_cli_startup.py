@@ -41,10 +41,6 @@ def _commands() -> list[str]:
     return [m.COMMAND for m in command_modules()]
 
 
-# Commands whose flags come from settings that live beside OpenCV or torch code (seg_suite.pseudo.motion);
-# their --help still loads these.
-LOADS = {"motion-masks": {"cv2"}, "train-motion": {"cv2", "scipy", "torch"}}
-
 
 def test_top_level_help_lists_every_command_and_loads_nothing_heavy():
     result = _help()
@@ -59,7 +55,7 @@ def test_command_help_loads_nothing_heavy(command):
     result = _help(command)
     assert result["code"] == 0
     assert f"usage: seg-suite {command}" in result["help"]
-    assert set(result["loaded"]) <= LOADS.get(command, set()), result["loaded"]
+    assert result["loaded"] == []
 
 
 def test_maskcut_help_is_the_full_parser():
