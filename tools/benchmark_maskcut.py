@@ -34,12 +34,12 @@ import numpy as np
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left")
 
 
-def _write_photos(folder: str, count: int) -> list[str]:
+def _write_photos(folder: str, count: int, names: tuple[str, ...] = PHOTOS) -> list[str]:
     import skimage.data
     from PIL import Image
 
     paths = []
-    for name in PHOTOS[:count]:
+    for name in names[:count]:
         img = getattr(skimage.data, name)()
         path = os.path.join(folder, f"{name}.png")
         Image.fromarray(img).save(path)

@@ -4,6 +4,11 @@ Each module in this package that defines ``register(subparsers)`` adds one subco
 the parser it creates must ``set_defaults(func=...)`` with a callable taking the parsed
 ``argparse.Namespace`` and returning an exit code. Subcommands parse flags and call
 library functions, nothing else.
+
+Each such module also names its command (``COMMAND``) and the command's line in
+``seg-suite --help`` (``HELP``), and imports nothing heavy at its top: ``main`` builds the full
+parser of the command being run only, so ``seg-suite --help`` loads no library module, and
+torch, OpenCV or detectron2 load only when a command needs them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,22 @@ from seg_suite import __version__
 from seg_suite.errors import EXIT_USER_ERROR, UserError
 
 
-def build_parser() -> argparse.ArgumentParser:
+ALL = "*"  # build_parser(ALL): every command's full parser
+
+
+def command_modules() -> list:
+    """The modules of this package that define a subcommand, sorted by module name."""
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in names]
+    return [m for m in modules if getattr(m, "register", None) is not None]
+
+
+def build_parser(only: str | None = ALL) -> argparse.ArgumentParser:
+    """The ``seg-suite`` parser with the full parser of command ``only`` (ALL: of every command).
+
+    The other commands get a parser holding their ``HELP`` line only, so that they are listed and
+    named in errors without importing what their flags are derived from.
+    """
     parser = argparse.ArgumentParser(
         prog="seg-suite",
         description=(
@@ -31,14 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     from seg_suite.cli._common import CommandParser
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(sub)
+    for module in command_modules():
+        if only in (ALL, module.COMMAND):
+            module.register(sub)
+        else:
+            sub.add_parser(module.COMMAND, help=module.HELP)
     return parser
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The command ``argv`` runs: its first word that is not an option (the top level has no valued flags)."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from seg_suite import signals
 
     signals.install()
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_in(argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help()

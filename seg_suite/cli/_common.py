@@ -4,6 +4,7 @@ so each one spells and documents them the same way.
     add_input_output_args(parser)   --input --output --max-images
     add_max_pixels_arg(parser)      --max-pixels (max_pixels(args): the value, checked)
     add_device_arg(parser)          --device (device_from_args: cuda -> cuda:LOCAL_RANK under torchrun)
+    add_precision_arg(group, model) --precision fp32|bf16|fp16 (add_backbone_args adds it)
     add_run_args(parser)            --num-shards --shard-id --resume --overwrite
                                     --retry-failed --batch-size --workers --max-failed --no-progress
     run_kwargs(args)                -> keyword arguments for seg_suite.pseudo.runner.run_job
@@ -174,7 +175,20 @@ def add_backbone_args(parser: argparse.ArgumentParser, default_backbone: str, so
     group.add_argument("--random-init", action="store_true",
                        help=f"random backbone weights, for timing and tests only: the {output} are meaningless "
                             f"(default: off)")
+    add_precision_arg(group, "backbone")
     add_device_arg(parser)
+
+
+def add_precision_arg(group, model: str) -> None:
+    """--precision: the autocast of the ``model``'s forward (seg_suite.features.precision)."""
+    from seg_suite.features.precision import DEFAULT_PRECISION, PRECISION_SOURCE, PRECISIONS
+
+    group.add_argument(
+        "--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+        help=f"floating point of the {model} forward: fp32; bf16 on a CPU with AMX-BF16 or AVX512-BF16 "
+             f"and on CUDA; fp16 on CUDA only. Everything after the {model} stays float32 "
+             f"(default: %(default)s, {PRECISION_SOURCE})",
+    )
 
 def add_run_args(parser: argparse.ArgumentParser, default_batch_size: int = 1, what: str = "images",
                  batch_source: str = "seg_suite's choice") -> None:

@@ -26,6 +26,7 @@ def add_sam_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--random-init", action="store_true",
                        help="random SAM weights instead of a checkpoint, for timing and tests only: the masks are "
                             "meaningless (default: off)")
+    _common.add_precision_arg(group, "image encoder")
     _common.add_max_pixels_arg(group)
     _common.add_device_arg(parser)
 
@@ -54,4 +55,4 @@ def sam_kwargs(args) -> dict:
     if args.random_init and args.sam_checkpoint is not None:
         raise UserError("--random-init and --sam-checkpoint exclude each other")
     return {"sam_type": args.sam_type, "checkpoint": args.sam_checkpoint, "random_init": args.random_init,
-            "device": _common.device_from_args(args), "max_pixels": max_pixels}
+            "device": _common.device_from_args(args), "max_pixels": max_pixels, "precision": args.precision}

@@ -41,12 +41,16 @@ def clusterer_from_args(args):
     return MaskClusterer(**params, **kwargs), False
 
 
+COMMAND = "cluster"
+HELP = "cluster pseudo-masks into K semantic classes (category_id = cluster id)"
+
+
 def register(subparsers) -> None:
     from seg_suite.pseudo.cluster import DEFAULT_INPUT_SIZE, DEFAULT_N_CLUSTERS, FEATURE_MODES
 
     parser = _common.add_command(
-        subparsers, "cluster", run,
-        help="cluster pseudo-masks into K semantic classes (category_id = cluster id)",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Give every mask of a COCO pseudo-mask file a cluster id, as U2Seg does: one L2-normalised "
             "feature per mask (DINO CLS token of its box crop, or patch tokens pooled under it), then "
@@ -88,7 +92,8 @@ def run(args) -> int:
     result = cluster_mask_file(
         args.input, args.images, args.output, clusterer, backbone=args.backbone, mode=args.feature,
         input_size=args.input_size, weights=args.weights, device=_common.device_from_args(args),
-        random_init=args.random_init, max_pixels=_common.max_pixels(args), fit=not reused, **kwargs)
+        random_init=args.random_init, max_pixels=_common.max_pixels(args), precision=args.precision,
+        fit=not reused, **kwargs)
     if result is None:
         print("shard done; when all shards are, join them with `seg-suite merge --output "
               "<OUT>.features.json` (it finds the shard files beside it) and rerun this command with --resume "

@@ -5,12 +5,16 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "evaluate"
+HELP = "unsupervised evaluation: map clusters to classes, then AP / mIoU / PQ"
+
+
 def register(subparsers) -> None:
     from seg_suite.evaluation.unsupervised import PROTOCOLS
 
     parser = subparsers.add_parser(
-        "evaluate",
-        help="unsupervised evaluation: map clusters to classes, then AP / mIoU / PQ",
+        COMMAND,
+        help=HELP,
         description=(
             "Fit a cluster -> class mapping (1:1 Hungarian, as STEGO, or many-to-one majority, as U2Seg) and "
             "score under it: instances (segm and bbox AP, plus class-agnostic AP/AP50/AR, the CutLER protocol), "

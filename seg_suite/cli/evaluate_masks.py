@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from seg_suite.cli import _common
-from seg_suite.io.files import load_json
+
+
+COMMAND = "evaluate-masks"
+HELP = "class-agnostic mask AP/AP50/AR100 of pseudo-masks against ground truth"
 
 
 def register(subparsers) -> None:
     p = _common.add_command(
-        subparsers, "evaluate-masks", run,
-        help="class-agnostic mask AP/AP50/AR100 of pseudo-masks against ground truth",
+        subparsers, COMMAND, run,
+        help=HELP,
         description="All categories are merged into one before pycocotools COCOeval runs (the CutLER "
                     "protocol: AP over IoU 0.50:0.95, 101-point interpolation, maxDets 100). Images are "
                     "matched by file_name. Predictions that are not COCO instances or results (a panoptic "
@@ -28,7 +31,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from seg_suite.evaluation.class_agnostic import evaluate_class_agnostic, format_table
-    from seg_suite.io.files import atomic_write_json
+    from seg_suite.io.files import atomic_write_json, load_json
 
     if args.output:
         _common.check_output(args.output)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "evaluate-video"
+HELP = "score per-frame video masks (DAVIS-2016 J&F, SegTrackv2/FBMS59 IoU)"
+
+
 def register(subparsers) -> None:
     parser = _common.add_command(
-        subparsers, "evaluate-video", run,
-        help="score per-frame video masks (DAVIS-2016 J&F, SegTrackv2/FBMS59 IoU)",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Compare predicted masks PRED/<seq>/<frame>.png with annotations GT/<seq>/<frame>.png. "
             "Masks are binary: grey > 127 is foreground (DAVIS-2016's 0/255, where 255 is the object, "

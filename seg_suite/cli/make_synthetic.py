@@ -5,10 +5,14 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "make-synthetic"
+HELP = "write the synthetic dataset with exact ground truth"
+
+
 def register(subparsers) -> None:
     p = _common.add_command(
-        subparsers, "make-synthetic", run,
-        help="write the synthetic dataset with exact ground truth",
+        subparsers, COMMAND, run,
+        help=HELP,
         description="Write textured shapes on sky/ground with COCO instance, panoptic and semantic ground "
                     "truth, plus short videos of moving objects with masks and exact optical flow "
                     "(layout: datasets/README.md, 'Synthetic set'). Defaults are this project's demo sizes.",

@@ -6,13 +6,17 @@ from seg_suite.cli import _common
 from seg_suite.cli._params import add_params, params_from_args
 
 
+COMMAND = "maskcut"
+HELP = "MaskCut pseudo-masks (COCO JSON) for a folder of images"
+
+
 def register(subparsers) -> None:
     from seg_suite.features.backbones import DEFAULT_BACKBONE
-    from seg_suite.pseudo.maskcut import MaskCutParams
+    from seg_suite.pseudo.maskcut_params import MaskCutParams
 
     parser = _common.add_command(
-        subparsers, "maskcut", run,
-        help="MaskCut pseudo-masks (COCO JSON) for a folder of images",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Generate class-agnostic pseudo-masks with MaskCut (normalized cuts on self-supervised ViT "
             "features, as CutLER's maskcut/maskcut.py) and write one COCO instance file: category "
@@ -42,7 +46,7 @@ def run(args) -> int:
     items = _common.select_items(args)
     _common.check_output(args.output)
     job = MaskCutJob(params, backbone=args.backbone, weights=args.weights, device=_common.device_from_args(args),
-                     max_pixels=max_pixels, random_init=args.random_init).load()
+                     max_pixels=max_pixels, random_init=args.random_init, precision=args.precision).load()
     summary = run_job(job, items, args.output, **kwargs)
     code = _common.finish(summary, args)
     if summary.num_failed < summary.num_items and summary.output == Path(args.output):

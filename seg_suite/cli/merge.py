@@ -8,10 +8,14 @@ from pathlib import Path
 from seg_suite.cli import _common
 
 
+COMMAND = "merge"
+HELP = "join the shard files of a sharded run (maskcut, ...) into one output"
+
+
 def register(subparsers) -> None:
     parser = _common.add_command(
-        subparsers, "merge", run,
-        help="join the shard files of a sharded run (maskcut, ...) into one output",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Join the K shard files written by a run with --num-shards K (OUT.shard-IIIII-of-KKKKK.json) "
             "into OUT.json, identical to what an unsharded run writes, plus OUT.failures.jsonl. "

@@ -8,13 +8,17 @@ from seg_suite.cli._params import add_params, params_from_args
 FLAGS = {"flow_backend": "--flow", "model": "--motion-model"}
 
 
+COMMAND = "motion-masks"
+HELP = "motion-grouping pseudo-masks (PNG per frame + COCO JSON) for videos"
+
+
 def register(subparsers) -> None:
     from seg_suite.pseudo.motion.grouping import GroupingParams
     from seg_suite.pseudo.motion.pipeline import MotionMaskParams
 
     parser = _common.add_command(
-        subparsers, "motion-masks", run,
-        help="motion-grouping pseudo-masks (PNG per frame + COCO JSON) for videos",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Segment moving objects in unlabeled videos without weights: optical flow (forward and "
             "backward), a mixture of K parametric motions fitted per frame by EM with a spatial "

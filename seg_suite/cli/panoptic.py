@@ -5,12 +5,16 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "panoptic"
+HELP = "assemble panoptic pseudo-labels (PNG + JSON) from clustered instances and stuff maps"
+
+
 def register(subparsers) -> None:
     from seg_suite.pseudo.panoptic import MAX_STUFF_OVERLAP
 
     parser = _common.add_command(
-        subparsers, "panoptic", run,
-        help="assemble panoptic pseudo-labels (PNG + JSON) from clustered instances and stuff maps",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Merge a clustered instance file (seg-suite cluster) and stuff maps (seg-suite semantic-pseudo) "
             "as U2Seg's generate_pseudo_panoptic.py: instances painted largest first (smaller ones on top, "

@@ -5,13 +5,17 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "pipeline"
+HELP = "end to end on the synthetic set: MaskCut -> clusters -> panoptic pseudo-labels -> training -> scores"
+
+
 def register(subparsers) -> None:
     from seg_suite.workflows import pipeline as P
     from seg_suite.workflows.recipe_schema import DEFAULT_NUM_TRAIN, DEFAULT_NUM_VAL
 
     parser = subparsers.add_parser(
-        "pipeline",
-        help="end to end on the synthetic set: MaskCut -> clusters -> panoptic pseudo-labels -> training -> scores",
+        COMMAND,
+        help=HELP,
         description=(
             "The u2seg recipe's smoke preset with these sizes: the same as `seg-suite run u2seg --preset smoke "
             "--output DIR --set ...` (seg_suite.workflows.pipeline). Makes the synthetic set, MaskCut pseudo-masks "

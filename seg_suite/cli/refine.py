@@ -6,12 +6,16 @@ from seg_suite.cli import _common, _sam
 from seg_suite.cli._params import add_params, params_from_args
 
 
+COMMAND = "refine"
+HELP = "refine the masks of a COCO pseudo-label file (MaskCut, motion, self-training) with SAM"
+
+
 def register(subparsers) -> None:
     from seg_suite.pseudo.sam_refine import RefineParams
 
     parser = _common.add_command(
-        subparsers, "refine", run,
-        help="refine the masks of a COCO pseudo-label file (MaskCut, motion, self-training) with SAM",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "For every mask in --input, prompt SAM with the mask's box, positive points inside it and "
             "negative points on a ring just outside it (all masks of an image in one batch, one image "

@@ -6,14 +6,18 @@ from seg_suite.cli import _common, _sam
 from seg_suite.cli._params import add_params, params_from_args
 
 
+COMMAND = "sam-masks"
+HELP = "Segment Anything automatic masks (COCO JSON) for a folder of images"
+
+
 def register(subparsers) -> None:
     from dataclasses import fields
 
     from seg_suite.pseudo.sam import SamGeneratorParams
 
     parser = _common.add_command(
-        subparsers, "sam-masks", run,
-        help="Segment Anything automatic masks (COCO JSON) for a folder of images",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Prompt SAM with a grid of points on every image (segment-anything's "
             "SamAutomaticMaskGenerator), filter by predicted IoU and stability, remove duplicates by box "

@@ -7,12 +7,16 @@ import argparse
 from seg_suite.cli import _common
 
 
+COMMAND = "self-train"
+HELP = "multi-round self-training on pseudo-labels (train, predict, merge, repeat)"
+
+
 def register(subparsers) -> None:
     from seg_suite.workflows.self_training import DEFAULT_MERGE_IOU, DEFAULT_THRESHOLDS
 
     parser = subparsers.add_parser(
-        "self-train",
-        help="multi-round self-training on pseudo-labels (train, predict, merge, repeat)",
+        COMMAND,
+        help=HELP,
         formatter_class=_common.RawDescriptionHelpFormatter,
         description=(
             "Self-training as CutLER (cutler/tools/get_self_training_ann.py). Each round trains through the\n"

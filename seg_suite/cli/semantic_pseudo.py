@@ -6,12 +6,16 @@ from seg_suite.cli import _common
 from seg_suite.cli.cluster import add_kmeans_args, clusterer_from_args
 
 
+COMMAND = "semantic-pseudo"
+HELP = "stuff/semantic pseudo-labels: k-means on patch features, one PNG per image"
+
+
 def register(subparsers) -> None:
     from seg_suite.pseudo.semantic import DEFAULT_INPUT_SIZE, DEFAULT_NUM_STUFF, DEFAULT_SAMPLES_PER_IMAGE
 
     parser = _common.add_command(
-        subparsers, "semantic-pseudo", run,
-        help="stuff/semantic pseudo-labels: k-means on patch features, one PNG per image",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Two passes over the images, both through seg_suite's sharded, resumable runner: (1) sample "
             "L2-normalised patch features of every image and fit S centroids with k-means; (2) give every "
@@ -53,7 +57,7 @@ def run(args) -> int:
         items, args.output, clusterer, backbone=args.backbone, centroids=args.centroids,
         crf=args.crf, input_size=args.input_size, samples_per_image=args.samples_per_image, seed=args.seed,
         weights=args.weights, device=_common.device_from_args(args), random_init=args.random_init,
-        max_pixels=_common.max_pixels(args), **kwargs)
+        max_pixels=_common.max_pixels(args), precision=args.precision, **kwargs)
     if summary is None:
         print(f"shard done; join the sample shards with `seg-suite merge --output {args.output}/samples.json "
               f"<shard files>`, then rerun with --resume (and the same shard flags) to fit the centroids and "

@@ -6,12 +6,16 @@ from seg_suite.cli import _common
 from seg_suite.cli._params import add_params, params_from_args
 
 
+COMMAND = "train-motion"
+HELP = "train an RCF-style motion segmenter on unlabeled videos"
+
+
 def register(subparsers) -> None:
-    from seg_suite.pseudo.motion.rcf_train import RCFConfig
+    from seg_suite.pseudo.motion.rcf_config import RCFConfig
 
     parser = _common.add_command(
-        subparsers, "train-motion", run,
-        help="train an RCF-style motion segmenter on unlabeled videos",
+        subparsers, COMMAND, run,
+        help=HELP,
         description=(
             "Relaxed common fate (RCF, github.com/TonyLianLong/RCF-UnsupVideoSeg): a ResNet predicts K "
             "soft masks; each mask's flow is fitted by one affine motion plus a tanh-bounded residual, and "

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from seg_suite.cli import _common
 from seg_suite.errors import EXIT_ITEMS_FAILED, EXIT_OK, UserError
-from seg_suite.io.coco import read_coco
-from seg_suite.io.files import load_json
+
+
+COMMAND = "visualize"
+HELP = "draw the masks of a COCO file over its images"
 
 
 def register(subparsers) -> None:
     p = _common.add_command(
-        subparsers, "visualize", run,
-        help="draw the masks of a COCO file over its images",
+        subparsers, COMMAND, run,
+        help=HELP,
         description="Write one overlay PNG per image (distinct colour and outline per mask; score and "
                     "category text when present). Draws COCO instance files, pseudo-label files and "
                     "detectron2 result lists (the latter with --annotations giving the image file names). "
@@ -64,6 +66,8 @@ def _resolve_old_spellings(args) -> None:
 
 
 def run(args) -> int:
+    from seg_suite.io.coco import read_coco
+    from seg_suite.io.files import load_json
     from seg_suite.visualization import render_coco
 
     _resolve_old_spellings(args)

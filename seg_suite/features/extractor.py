@@ -11,6 +11,9 @@ Facets (names as in DINO's and CutLER's ``feat`` option):
     "token"        the last block's output tokens after the final LayerNorm
     "cls"          the class token after the final LayerNorm, [B, C] (no spatial grid)
 Only patch tokens are returned on the grid; the class token is dropped from it.
+
+An extractor's ``precision`` (``fp32``, ``bf16``, ``fp16``; see :mod:`seg_suite.features.precision`)
+sets the autocast of its forward; the features it returns are float32 whatever it is.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from seg_suite.errors import UserError
+from seg_suite.features.precision import DEFAULT_PRECISION, autocast, to_float32
 
 # ImageNet statistics; DINO and DINOv2 both normalize with these (dino/main_dino.py, CutLER maskcut.py).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -48,6 +52,9 @@ class FeatureExtractor(nn.Module, abc.ABC):
         patch_size: side of one patch in pixels; the grid is (H // patch_size, W // patch_size).
         embed_dim: channels C of every grid facet.
         mean, std: the per-channel normalization the backbone expects (RGB, [0,1] scale).
+        precision: the autocast of :meth:`forward` (set by ``build_extractor``, which checks the hardware).
+
+    Subclasses implement :meth:`extract`; :meth:`forward` runs it at ``precision``.
     """
 
     name: str = ""
@@ -55,6 +62,7 @@ class FeatureExtractor(nn.Module, abc.ABC):
     embed_dim: int = 0
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
+    precision: str = DEFAULT_PRECISION
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid (h, w) for an image of ``height`` x ``width`` (the remainder is cropped)."""
@@ -82,8 +90,17 @@ class FeatureExtractor(nn.Module, abc.ABC):
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    @abc.abstractmethod
     def forward(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
+        """x: normalized [B,3,H,W] -> {facet: [B,h,w,C]} (and "cls": [B,C] when asked), float32.
+
+        :meth:`extract` runs under the autocast of ``precision``; the features are cast back to float32.
+        """
+        with autocast(self.precision, x.device):
+            out = self.extract(x, facets)
+        return to_float32(out)
+
+    @abc.abstractmethod
+    def extract(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
         """x: normalized [B,3,H,W] -> {facet: [B,h,w,C]} (and "cls": [B,C] when asked)."""
 
     @abc.abstractmethod

@@ -158,7 +158,7 @@ class HandcraftedExtractor(FeatureExtractor):
         feats = torch.cat([feats, prior, self.position_weight * ys, self.position_weight * xs], dim=1)
         return feats.permute(0, 2, 3, 1).contiguous()
 
-    def forward(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
+    def extract(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
         """x: normalized [B,3,H,W] -> {facet: [B, H//8, W//8, C]} (same tensor for every grid facet)."""
         facets = check_facets(facets)
         feats = self._features(x)

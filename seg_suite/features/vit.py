@@ -192,7 +192,7 @@ class VisionTransformer(FeatureExtractor):
         pos = interpolate_pos_embed(self.pos_embed, h, w, self.interpolate_offset, self.interpolate_antialias)
         return tokens + pos, h, w
 
-    def forward(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
+    def extract(self, x: torch.Tensor, facets=("k",)) -> dict[str, torch.Tensor]:
         """x: normalized [B,3,H,W] -> {facet: [B, H//p, W//p, C]}, plus {"cls": [B, C]} if asked.
 
         k/q/v need blocks 0..L-2 and only norm1+qkv of the last block; "token"/"cls" run all of it.

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.features.precision import DEFAULT_PRECISION
 from seg_suite.io.coco import annotations_by_file, decode_image_masks, read_coco
 from seg_suite.io.files import atomic_write_json, atomic_write_npy, file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
@@ -82,7 +83,7 @@ class MaskFeatureJob(BackboneJob):
             ``<stem>.npy``.
         mode: ``"crop_cls"``, ``"pooled"`` or ``"auto"`` (:func:`resolve_mode`). input_size: None = the
             mode's default.
-        backbone, weights, device, random_init, max_pixels: as for MaskCut.
+        backbone, weights, device, random_init, max_pixels, precision: as for MaskCut.
     """
 
     name = "mask-features"
@@ -90,8 +91,9 @@ class MaskFeatureJob(BackboneJob):
 
     def __init__(self, annotations, output, backbone: str, mode: str = "auto", input_size: int | None = None,
                  weights=None, device: str = "cpu", random_init: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, annotations_sha256: str | None = None):
-        super().__init__(backbone, weights, device, random_init, max_pixels)
+                 max_pixels: int = DEFAULT_MAX_PIXELS, annotations_sha256: str | None = None,
+                 precision: str = DEFAULT_PRECISION):
+        super().__init__(backbone, weights, device, random_init, max_pixels, precision)
         self.annotations = Path(annotations)
         self.output = Path(output)
         self.mode = mode = resolve_mode(mode, backbone)
@@ -102,8 +104,7 @@ class MaskFeatureJob(BackboneJob):
         self._index = None
 
     def params(self) -> dict:
-        return {"annotations_sha256": self.annotations_sha256, "backbone": self.backbone,
-                "weights": self.weights_record(), "mode": self.mode, "input_size": self.input_size,
+        return {"annotations_sha256": self.annotations_sha256, **self.backbone_params(), "mode": self.mode, "input_size": self.input_size,
                 "max_pixels": self.max_pixels}
 
     @classmethod
@@ -194,7 +195,7 @@ class MaskFeatureJob(BackboneJob):
 def extract_mask_features(annotations, image_root, output, *, backbone: str, mode: str = "auto",
                           input_size: int | None = None, weights=None, device: str = "cpu",
                           random_init: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-                          keep_parts: bool = False, **run_kwargs):
+                          precision: str = DEFAULT_PRECISION, keep_parts: bool = False, **run_kwargs):
     """Run :class:`MaskFeatureJob` through the runner; returns its :class:`RunSummary`.
 
     ``run_kwargs`` go to :func:`seg_suite.pseudo.runner.run_job` (shard, resume, batch_size...).
@@ -204,7 +205,7 @@ def extract_mask_features(annotations, image_root, output, *, backbone: str, mod
 
     coco = check_mask_file(read_coco(annotations), annotations)
     job = MaskFeatureJob(annotations, output, backbone, mode=mode, input_size=input_size, weights=weights,
-                         device=device, random_init=random_init, max_pixels=max_pixels).load()
+                         device=device, random_init=random_init, max_pixels=max_pixels, precision=precision).load()
     summary = run_job(job, image_items(coco, image_root), output, **run_kwargs)
     shard = run_kwargs.get("shard")
     if not keep_parts and (shard is None or shard.num_shards == 1) and Path(output).exists():
@@ -246,7 +247,7 @@ def assign_clusters(coco: dict, ann_ids, labels: np.ndarray, n_clusters: int, in
 def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer, *, backbone: str,
                       mode: str = "auto", input_size: int | None = None, weights=None, device: str = "cpu",
                       random_init: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-                      fit: bool = True, **run_kwargs) -> dict | None:
+                      precision: str = DEFAULT_PRECISION, fit: bool = True, **run_kwargs) -> dict | None:
     """The whole of ``seg-suite cluster``: features (runner) -> k-means -> clustered COCO file.
 
     Writes ``output`` (category = cluster id 1..K), ``<stem>.centroids.npy`` (when ``fit``) and
@@ -259,7 +260,7 @@ def cluster_mask_file(annotations, image_root, output, clusterer: MaskClusterer,
     feat_index = out.with_name(out.stem + ".features.json")
     summary = extract_mask_features(annotations, image_root, feat_index, backbone=backbone, mode=mode,
                                     input_size=input_size, weights=weights, device=device, random_init=random_init,
-                                    max_pixels=max_pixels, **run_kwargs)
+                                    max_pixels=max_pixels, precision=precision, **run_kwargs)
     shard = run_kwargs.get("shard")
     if shard is not None and shard.num_shards > 1:
         return None

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.features.precision import DEFAULT_PRECISION, check_precision_name
 from seg_suite.io.files import atomic_write_json, atomic_write_npy
 from seg_suite.io.images import DEFAULT_MAX_PIXELS
 from seg_suite.pseudo.model_job import ModelJob
@@ -28,14 +29,16 @@ from seg_suite.pseudo.model_job import ModelJob
 class BackboneJob(ModelJob):
     """Shared set-up of the jobs that run a feature backbone over images (MaskCut, clustering, stuff maps).
 
-    Records the checkpoint's file name and SHA-256 for ``params`` (:meth:`weights_record`), and
-    builds the extractor lazily in the main process only.
+    Records the backbone, the checkpoint's file name and SHA-256, and the precision of the forward
+    for ``params`` (:meth:`backbone_params`), and builds the extractor lazily in the main process only.
+    ``precision`` (fp32, bf16, fp16; :mod:`seg_suite.features.precision`) is checked against the
+    hardware when the extractor is built, so a job rebuilt from params for a merge needs none.
     """
 
     heavy_attrs = ("extractor",)
 
     def __init__(self, backbone: str, weights=None, device: str = "cpu", random_init: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, precision: str = DEFAULT_PRECISION):
         from seg_suite.features.factory import backbone_patch_size
 
         self.backbone = backbone
@@ -43,6 +46,7 @@ class BackboneJob(ModelJob):
         self.device = device
         self.random_init = random_init
         self.max_pixels = int(max_pixels)
+        self.precision = check_precision_name(precision)
         self.patch_size = backbone_patch_size(backbone)
         self.extractor = None
         self._weights_record = None
@@ -65,6 +69,10 @@ class BackboneJob(ModelJob):
             self._resolve_weights()
         return self.weights_file_record(self.weights)
 
+    def backbone_params(self) -> dict:
+        """The part of ``params`` that says which features were computed: backbone, weights, precision."""
+        return {"backbone": self.backbone, "weights": self.weights_record(), "precision": self.precision}
+
     def load(self):
         """Build the extractor now, so a missing checkpoint fails before any work."""
         if self.extractor is None:
@@ -72,14 +80,14 @@ class BackboneJob(ModelJob):
 
             self._resolve_weights()
             self.extractor = build_extractor(self.backbone, weights=self.weights, device=self.device,
-                                             random_init=self.random_init)
+                                             random_init=self.random_init, precision=self.precision)
         return self
 
     def runtime_info(self) -> dict:
         return {"device": str(self.device), "backbone": self.backbone}
 
     def features(self, images, facet: str):
-        """uint8 [B,3,H,W] tensor -> facet features on the extractor's device (no grad)."""
+        """uint8 [B,3,H,W] tensor -> float32 facet features on the extractor's device (no grad)."""
         import torch
 
         with torch.inference_mode():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 
 from seg_suite.features.backbones import DEFAULT_BACKBONE  # dino_vitb8, as CutLER runs MaskCut
+from seg_suite.features.precision import DEFAULT_PRECISION
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.pseudo.inputs import WorkItem
 from seg_suite.pseudo.feature_job import BackboneJob
@@ -31,20 +32,22 @@ class MaskCutJob(BackboneJob, CocoMaskJob):
         device: ``cpu`` or ``cuda``; an execution setting, not recorded in the output.
         max_pixels: images above this many pixels are refused (recorded as failures).
         random_init: random backbone weights (timing and tests only: masks are meaningless).
+        precision: fp32 (default, the reference), bf16 or fp16 for the backbone forward only; the cuts
+            run on float32 features (see :mod:`seg_suite.features.precision`).
     """
 
     name = "maskcut"
 
     def __init__(self, params: MaskCutParams | None = None, backbone: str = DEFAULT_BACKBONE,
                  weights: str | os.PathLike | None = None, device: str = "cpu",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, random_init: bool = False):
-        super().__init__(backbone, weights=weights, device=device, random_init=random_init, max_pixels=max_pixels)
+                 max_pixels: int = DEFAULT_MAX_PIXELS, random_init: bool = False, precision: str = DEFAULT_PRECISION):
+        super().__init__(backbone, weights=weights, device=device, random_init=random_init, max_pixels=max_pixels,
+                         precision=precision)
         self.maskcut_params = params or MaskCutParams()
 
     def params(self) -> dict:
         return {
-            "backbone": self.backbone,
-            "weights": self.weights_record(),
+            **self.backbone_params(),
             "maskcut": self.maskcut_params.to_dict(),
             "max_pixels": self.max_pixels,
         }
@@ -53,7 +56,8 @@ class MaskCutJob(BackboneJob, CocoMaskJob):
     def from_params(cls, params: dict) -> "MaskCutJob":
         """A job for ``finalize`` only (merge); it never loads a model."""
         job = cls(MaskCutParams(**params["maskcut"]), backbone=params["backbone"],
-                  max_pixels=params["max_pixels"], random_init=params["weights"] == "random-init")
+                  max_pixels=params["max_pixels"], random_init=params["weights"] == "random-init",
+                  precision=params.get("precision", DEFAULT_PRECISION))
         job._weights_record = params["weights"] if isinstance(params["weights"], dict) else None
         return job
 

@@ -21,9 +21,9 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from seg_suite.errors import MissingWeightsError, UserError
+from seg_suite.features.precision import DEFAULT_PRECISION, AutocastForward, check_precision
 from seg_suite.params import Params, at_least, between, param
 
 SAM_URL = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -78,6 +78,7 @@ def build_sam(arch: str | SamArch):
     For the official types this is exactly ``sam_model_registry[type](checkpoint=None)``
     (the tests compare every parameter name and shape).
     """
+    import torch
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     a = get_arch(arch)
@@ -110,6 +111,8 @@ def build_sam(arch: str | SamArch):
 # ------------------------------------------------------------------ checkpoints
 def weight_dirs() -> list[Path]:
     """Folders searched for an official checkpoint when no path is given, in order."""
+    import torch
+
     dirs = []
     if os.environ.get("SEG_SUITE_WEIGHTS"):
         dirs.append(Path(os.environ["SEG_SUITE_WEIGHTS"]).expanduser())
@@ -177,13 +180,19 @@ def load_sam_state_dict(model, path: str | os.PathLike, arch: SamArch) -> None:
 
 
 def load_sam(sam_type: str | SamArch = DEFAULT_SAM_TYPE, checkpoint: str | os.PathLike | None = None,
-             device: str | torch.device = "cpu", random_init: bool = False, seed: int = 0):
+             device: str | torch.device = "cpu", random_init: bool = False, seed: int = 0,
+             precision: str = DEFAULT_PRECISION):
     """A SAM model on ``device`` in eval mode.
 
     ``random_init`` skips the checkpoint and initialises the weights from ``seed`` (timing and
-    tests only: the masks are meaningless), reproducibly across processes.
+    tests only: the masks are meaningless), reproducibly across processes. ``precision`` (fp32,
+    bf16, fp16; :mod:`seg_suite.features.precision`) is the autocast of the image encoder, refused
+    in one line where ``device`` lacks it; its embedding, and all that follows, stay float32.
     """
+    import torch
+
     arch = get_arch(sam_type)
+    check_precision(precision, torch.device(device))
     if random_init:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -193,9 +202,11 @@ def load_sam(sam_type: str | SamArch = DEFAULT_SAM_TYPE, checkpoint: str | os.Pa
         model = build_sam(arch)
         load_sam_state_dict(model, path, arch)
     try:
-        return model.to(device).eval()
+        model = model.to(device).eval()
     except (RuntimeError, AssertionError) as err:
         raise UserError(f"cannot use device '{device}': {' '.join(str(err).split())[:200]}") from None
+    AutocastForward.apply(model.image_encoder, precision)
+    return model
 
 
 def embed_image(predictor, image: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.features.precision import DEFAULT_PRECISION, check_precision_name
 from seg_suite.io.coco import images_by_name, read_named_coco
 from seg_suite.io.files import file_sha256
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
@@ -33,8 +34,9 @@ from seg_suite.pseudo.sam_refine import RefineParams, refine_masks
 class _SamModelJob(ModelJob):
     """The SAM model shared by both jobs: resolved, recorded in params, built on first use."""
 
-    def _init_sam(self, sam_type, checkpoint, device, random_init):
+    def _init_sam(self, sam_type, checkpoint, device, random_init, precision):
         self.arch: SamArch = get_arch(sam_type)
+        self.precision = check_precision_name(precision)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.device = device
         self.random_init = bool(random_init)
@@ -46,7 +48,8 @@ class _SamModelJob(ModelJob):
             self.checkpoint = resolve_sam_checkpoint(self.arch, self.checkpoint)  # MissingWeightsError if absent
             self.weights_file_record(self.checkpoint)
         arch = self.arch.name if self.arch.name in SAM_TYPES else self.arch.to_dict()
-        return {"type": arch, "weights": "random-init" if self.random_init else self._weights_record}
+        return {"type": arch, "weights": "random-init" if self.random_init else self._weights_record,
+                "precision": self.precision}
 
     @staticmethod
     def _arch_from_params(sam: dict) -> SamArch:
@@ -54,7 +57,8 @@ class _SamModelJob(ModelJob):
 
     def _load_model(self):
         if self.model is None:
-            self.model = load_sam(self.arch, self.checkpoint, device=self.model_device(), random_init=self.random_init)
+            self.model = load_sam(self.arch, self.checkpoint, device=self.model_device(), random_init=self.random_init,
+                                  precision=self.precision)
         return self.model
 
     def runtime_info(self) -> dict:
@@ -67,8 +71,8 @@ class SamMasksJob(_SamModelJob, CocoMaskJob):
 
     Each annotation's ``score`` is SAM's predicted IoU clipped to [0, 1]; the raw
     ``predicted_iou`` and the ``stability_score`` are kept beside it. Masks are ordered by
-    predicted IoU. Args as :func:`seg_suite.pseudo.sam.load_sam`; ``points_per_batch`` trades
-    memory for speed only.
+    predicted IoU. Args as :func:`seg_suite.pseudo.sam.load_sam` (``precision`` is the image
+    encoder's, recorded in ``params``); ``points_per_batch`` trades memory for speed only.
     """
 
     name = "sam-masks"
@@ -76,13 +80,14 @@ class SamMasksJob(_SamModelJob, CocoMaskJob):
 
     def __init__(self, params: SamGeneratorParams | None = None, sam_type: str | SamArch = "vit_b",
                  checkpoint: str | os.PathLike | None = None, device: str = "cpu", random_init: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, points_per_batch: int = 64):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, points_per_batch: int = 64,
+                 precision: str = DEFAULT_PRECISION):
         self.generator_params = params or SamGeneratorParams()
         self.generator_params.validate()
         self.max_pixels = int(max_pixels)
         self.points_per_batch = int(points_per_batch)
         self.generator = None
-        self._init_sam(sam_type, checkpoint, device, random_init)
+        self._init_sam(sam_type, checkpoint, device, random_init, precision)
 
     def load(self) -> "SamMasksJob":
         """Build the model now, so a missing or wrong checkpoint fails before any work."""
@@ -97,7 +102,8 @@ class SamMasksJob(_SamModelJob, CocoMaskJob):
     def from_params(cls, params: dict) -> "SamMasksJob":
         """A job for ``finalize`` only (merge); it never loads a model."""
         job = cls(SamGeneratorParams(**params["generator"]), sam_type=cls._arch_from_params(params["sam"]),
-                  random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"])
+                  random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"],
+                  precision=params["sam"].get("precision", DEFAULT_PRECISION))
         job.restore_weights_record(params["sam"]["weights"])
         return job
 
@@ -138,7 +144,7 @@ class SamRefineJob(_SamModelJob, Job):
     def __init__(self, input_json: str | os.PathLike | None, params: RefineParams | None = None,
                  sam_type: str | SamArch = "vit_b", checkpoint: str | os.PathLike | None = None,
                  device: str = "cpu", random_init: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 prompts_per_batch: int = 64):
+                 prompts_per_batch: int = 64, precision: str = DEFAULT_PRECISION):
         self.refine_params = params or RefineParams()
         self.refine_params.validate()
         self.max_pixels = int(max_pixels)
@@ -149,7 +155,7 @@ class SamRefineJob(_SamModelJob, Job):
         self.input_record = None
         if input_json is not None:
             self._index(Path(input_json))
-        self._init_sam(sam_type, checkpoint, device, random_init)
+        self._init_sam(sam_type, checkpoint, device, random_init, precision)
 
     def _index(self, path: Path) -> None:
         coco = read_named_coco(path, "input file")
@@ -178,7 +184,8 @@ class SamRefineJob(_SamModelJob, Job):
     @classmethod
     def from_params(cls, params: dict) -> "SamRefineJob":
         job = cls(None, RefineParams(**params["refine"]), sam_type=cls._arch_from_params(params["sam"]),
-                  random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"])
+                  random_init=params["sam"]["weights"] == "random-init", max_pixels=params["max_pixels"],
+                  precision=params["sam"].get("precision", DEFAULT_PRECISION))
         job.categories, job.input_record = params["categories"], params["input"]
         job.restore_weights_record(params["sam"]["weights"])
         return job

@@ -21,8 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from scipy import ndimage
 
 from seg_suite.params import Params, at_least, between, param
 
@@ -95,6 +93,8 @@ def _farthest_points(candidates: np.ndarray, cap: np.ndarray, first: int, k: int
 
 def positive_points(mask: np.ndarray, k: int) -> np.ndarray:
     """Up to ``k`` (x, y) pixel points inside ``mask``: interior first, then spread out. Shape (n, 2)."""
+    from scipy import ndimage
+
     if k == 0 or not mask.any():
         return np.zeros((0, 2), np.float32)
     # padded so that the image border counts as boundary: no prompt in the corner of a truncated object
@@ -115,6 +115,8 @@ def negative_points(mask: np.ndarray, k: int, inner: float, outer: float,
 
     The first is the ring pixel farthest from ``anchor`` (x, y; default the mask's centroid).
     """
+    from scipy import ndimage
+
     if k == 0 or not mask.any() or mask.all():
         return np.zeros((0, 2), np.float32)
     scale = float(np.sqrt(mask.sum()))
@@ -175,7 +177,6 @@ def build_prompts(masks: list[np.ndarray], params: RefineParams) -> tuple[np.nda
 
 
 # ------------------------------------------------------------------------ SAM
-@torch.no_grad()
 def predict_all_outputs(predictor, boxes: np.ndarray, points: np.ndarray, labels: np.ndarray):
     """SAM's four masks per prompt in one decoder call, on the predictor's current image.
 
@@ -183,18 +184,21 @@ def predict_all_outputs(predictor, boxes: np.ndarray, points: np.ndarray, labels
     both torch tensors on the model's device. Output 0 is SAM's single-mask output, 1-3
     its multimask outputs (segment-anything's ``MaskDecoder.predict_masks``).
     """
-    model, device = predictor.model, predictor.device
-    size = predictor.original_size
-    box_t = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float, device=device), size)
-    pts_t = predictor.transform.apply_coords_torch(torch.as_tensor(points, dtype=torch.float, device=device), size)
-    lab_t = torch.as_tensor(labels, dtype=torch.int, device=device)
-    sparse, dense = model.prompt_encoder(points=(pts_t, lab_t), boxes=box_t, masks=None)
-    low_res, iou = model.mask_decoder.predict_masks(
-        image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
-        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
-    )
-    masks = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size) > model.mask_threshold
-    return masks, iou
+    import torch
+
+    with torch.no_grad():
+        model, device = predictor.model, predictor.device
+        size = predictor.original_size
+        box_t = predictor.transform.apply_boxes_torch(torch.as_tensor(boxes, dtype=torch.float, device=device), size)
+        pts_t = predictor.transform.apply_coords_torch(torch.as_tensor(points, dtype=torch.float, device=device), size)
+        lab_t = torch.as_tensor(labels, dtype=torch.int, device=device)
+        sparse, dense = model.prompt_encoder(points=(pts_t, lab_t), boxes=box_t, masks=None)
+        low_res, iou = model.mask_decoder.predict_masks(
+            image_embeddings=predictor.features, image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+        )
+        masks = model.postprocess_masks(low_res, predictor.input_size, predictor.original_size) > model.mask_threshold
+        return masks, iou
 
 
 def choose_and_keep(coarse: torch.Tensor, candidates: torch.Tensor, scores: torch.Tensor,
@@ -204,6 +208,8 @@ def choose_and_keep(coarse: torch.Tensor, candidates: torch.Tensor, scores: torc
     coarse: (B, H, W) bool; candidates: (B, C, H, W) bool; scores: (B, C). Returns
     ``(index, iou, keep_sam)`` per prompt; ties go to the lowest index.
     """
+    import torch
+
     inter = (candidates & coarse[:, None]).flatten(2).sum(-1).double()
     union = (candidates | coarse[:, None]).flatten(2).sum(-1).double()
     ious = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros_like(inter)).cpu().numpy()
@@ -224,6 +230,8 @@ def refine_masks(predictor, image: np.ndarray, masks: list[np.ndarray], params: 
     memory (64, segment-anything's ``points_per_batch``: one batch for MaskCut's <= 3 masks).
     Empty coarse masks are kept as they are (``refine_iou`` None).
     """
+    import torch
+
     h, w = image.shape[:2]
     for m in masks:
         if m.shape != (h, w):

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from seg_suite.errors import UserError
+from seg_suite.features.precision import DEFAULT_PRECISION
 from seg_suite.io.files import atomic_write_npy, atomic_write_png, file_sha256, png_name
 from seg_suite.io.images import DEFAULT_MAX_PIXELS, load_image
 from seg_suite.io.paths import PathEscapeError, output_path_under
@@ -77,9 +78,9 @@ class PatchSampleJob(_GridJob):
 
     def __init__(self, output, backbone: str, samples_per_image: int = DEFAULT_SAMPLES_PER_IMAGE, seed: int = 0,
                  input_size: int = DEFAULT_INPUT_SIZE, weights=None, device: str = "cpu", random_init: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, precision: str = DEFAULT_PRECISION):
         super().__init__(backbone, input_size, weights=weights, device=device, random_init=random_init,
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, precision=precision)
         self.output = Path(output)
         self.samples_per_image = int(samples_per_image)
         self.seed = int(seed)
@@ -87,7 +88,7 @@ class PatchSampleJob(_GridJob):
             raise UserError("--samples-per-image must be at least 1")
 
     def params(self) -> dict:
-        return {"backbone": self.backbone, "weights": self.weights_record(), "facet": FACET,
+        return {**self.backbone_params(), "facet": FACET,
                 "input_size": self.input_size, "samples_per_image": self.samples_per_image, "seed": self.seed,
                 "max_pixels": self.max_pixels}
 
@@ -161,9 +162,10 @@ class StuffAssignJob(_GridJob):
 
     def __init__(self, centroids: np.ndarray, out_dir, backbone: str, crf: bool = False,
                  input_size: int = DEFAULT_INPUT_SIZE, weights=None, device: str = "cpu", random_init: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, centroids_sha256: str | None = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, centroids_sha256: str | None = None,
+                 precision: str = DEFAULT_PRECISION):
         super().__init__(backbone, input_size, weights=weights, device=device, random_init=random_init,
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, precision=precision)
         self.centroids = np.asarray(centroids, np.float32)
         if self.centroids.ndim != 2 or not 1 <= len(self.centroids) <= 255:
             raise UserError(f"need 1..255 stuff centroids as a [S, D] array, got shape {self.centroids.shape}")
@@ -172,7 +174,7 @@ class StuffAssignJob(_GridJob):
         self.centroids_sha256 = centroids_sha256 or hashlib.sha256(self.centroids.tobytes()).hexdigest()
 
     def params(self) -> dict:
-        return {"backbone": self.backbone, "weights": self.weights_record(), "facet": FACET,
+        return {**self.backbone_params(), "facet": FACET,
                 "input_size": self.input_size, "num_clusters": int(len(self.centroids)),
                 "centroids_sha256": self.centroids_sha256, "crf": self.crf, "out_dir": str(self.out_dir),
                 "max_pixels": self.max_pixels}
@@ -230,7 +232,8 @@ def load_centroids(path) -> tuple[np.ndarray, str]:
 def make_stuff_pseudo_labels(items, out_dir, clusterer=None, *, backbone: str, centroids=None, crf: bool = False,
                              input_size: int = DEFAULT_INPUT_SIZE, samples_per_image: int = DEFAULT_SAMPLES_PER_IMAGE,
                              seed: int = 0, weights=None, device: str = "cpu", random_init: bool = False,
-                             max_pixels: int = DEFAULT_MAX_PIXELS, **run_kwargs):
+                             max_pixels: int = DEFAULT_MAX_PIXELS, precision: str = DEFAULT_PRECISION,
+                             **run_kwargs):
     """The whole of ``seg-suite semantic-pseudo`` over runner work ``items``.
 
     Without ``centroids`` (a [S, D] ``.npy`` path): pass 1 samples patches into ``OUT_DIR/samples.json``,
@@ -244,7 +247,7 @@ def make_stuff_pseudo_labels(items, out_dir, clusterer=None, *, backbone: str, c
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     common = dict(input_size=input_size, weights=weights, device=device, random_init=random_init,
-                  max_pixels=max_pixels)
+                  max_pixels=max_pixels, precision=precision)
     samples, fitted = out / "samples.json", out / "centroids.npy"
     resume, shard = run_kwargs.get("resume", False), run_kwargs.get("shard")
     if run_kwargs.get("overwrite"):

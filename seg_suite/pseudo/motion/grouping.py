@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
 from seg_suite.params import Params, at_least, between, one_of, param
@@ -119,6 +118,8 @@ def _robust_global(A: np.ndarray, Y: np.ndarray, iters: int = 4) -> np.ndarray:
 
 
 def _init_models(A, Y, h, w, K, rng) -> list[np.ndarray]:
+    import cv2
+
     theta0 = _robust_global(A, Y)
     resid = Y - A @ theta0
     r = np.linalg.norm(resid, axis=1)
@@ -143,6 +144,8 @@ def _init_models(A, Y, h, w, K, rng) -> list[np.ndarray]:
 
 
 def _blur(maps: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
     if sigma <= 0:
         return maps
     return np.stack([cv2.GaussianBlur(m, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for m in maps])
@@ -150,6 +153,8 @@ def _blur(maps: np.ndarray, sigma: float) -> np.ndarray:
 
 def _texture_confidence(image: np.ndarray) -> np.ndarray:
     """Per-pixel weight in [0, 1): high where the image has texture, i.e. where flow is trustworthy."""
+    import cv2
+
     g = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
     gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
@@ -182,6 +187,8 @@ class PhotometricCost:
 
     def __init__(self, image, next_image, prev_image, work_hw: tuple[int, int], photo_width: int,
                  model: str = "affine", cache: list | None = None):
+        import cv2
+
         H, W = image.shape[:2]
         pw = min(photo_width, W)
         ph = max(2, int(round(H * pw / W)))
@@ -213,6 +220,8 @@ class PhotometricCost:
 
     def __call__(self, thetas: list[np.ndarray]) -> np.ndarray:
         """thetas: K parameter matrices (P, D), D = 2 per available field, forward first -> K x (h*w)."""
+        import cv2
+
         (h, w), (ph, pw) = self.work_hw, self.photo_hw
         K = len(thetas)
         out = np.empty((K, h * w), np.float32)
@@ -310,6 +319,8 @@ def background_probability(resp: np.ndarray, preds: np.ndarray, params: Grouping
 
 def warp_backward(prev: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
     """Bring a map of frame t-1 into frame t: out(x) = prev(x + b(x)), b = flow t -> t-1 (same grid)."""
+    import cv2
+
     h, w = prev.shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     return cv2.remap(prev.astype(np.float32), xs + backward_flow[..., 0], ys + backward_flow[..., 1],
@@ -318,6 +329,8 @@ def warp_backward(prev: np.ndarray, backward_flow: np.ndarray) -> np.ndarray:
 
 def _resize_flow(flow: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Area-resize an HxWx2 flow to (h, w) and rescale its vectors to the new grid's pixels."""
+    import cv2
+
     h, w = size
     H, W = flow.shape[:2]
     small = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA)
@@ -343,6 +356,8 @@ class MotionGrouper:
     def segment(self, forward: np.ndarray | None, backward: np.ndarray | None,
                 image: np.ndarray | None = None, next_image: np.ndarray | None = None,
                 prev_image: np.ndarray | None = None) -> FrameSegmentation:
+        import cv2
+
         p = self.params
         ref = forward if forward is not None else backward
         if ref is None:
@@ -377,6 +392,8 @@ def split_components(mask: np.ndarray, score_map: np.ndarray, min_area: float):
 
     Components smaller than ``min_area`` (fraction of the image) are dropped from both.
     """
+    import cv2
+
     mask = mask.copy()
     instances = []
     rows = np.flatnonzero(mask.any(axis=1))

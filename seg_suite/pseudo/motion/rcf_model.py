@@ -28,10 +28,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from seg_suite.errors import MissingWeightsError, UserError
+from seg_suite.pseudo.motion.rcf_config import BACKBONES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKBONES = ("resnet18", "resnet50")
 
 
 def _fcn_head(cin: int, mid: int, cout: int, dropout: float = 0.1) -> nn.Sequential:
