@@ -5,10 +5,14 @@ from __future__ import annotations
 from seg_suite.cli import _common
 
 
+COMMAND = "predict"
+HELP = "run a trained Mask2Former on images: COCO instances, panoptic PNG+JSON, semantic PNGs"
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict",
-        help="run a trained Mask2Former on images: COCO instances, panoptic PNG+JSON, semantic PNGs",
+        COMMAND,
+        help=HELP,
         formatter_class=_common.RawDescriptionHelpFormatter,
         description=(
             "Run the model of --config-file with --weights on every image of --input, through the dataset\n"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 
+COMMAND = "report"
+HELP = "write a static HTML report of pseudo-labels, clusters, evaluations, videos or training runs"
+
+
 def register(subparsers) -> None:
     from seg_suite.report.selection import DEFAULT_MAX_IMAGES
 
     parser = subparsers.add_parser(
-        "report", help="write a static HTML report of pseudo-labels, clusters, evaluations, videos or training runs",
+        COMMAND, help=HELP,
         description=(
             "Write DIR/index.html and its assets: one folder that opens from disk in a browser, with no server "
             "and no internet. What it shows depends on the input, found from its files: a COCO mask file "

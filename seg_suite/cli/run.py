@@ -7,10 +7,14 @@ import argparse
 from seg_suite.cli import _common
 
 
+COMMAND = "run"
+HELP = "run a recipe (cutler, u2seg, rcf or a recipe file) end to end into one folder, resumable"
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "run",
-        help="run a recipe (cutler, u2seg, rcf or a recipe file) end to end into one folder, resumable",
+        COMMAND,
+        help=HELP,
         description=(
             "Run a recipe: its datasets, weights and stages are data in a YAML file (configs/recipes/*.yaml; "
             "see seg_suite.workflows.recipe). Writes DIR/recipe.lock.yaml (everything resolved, versions, "
