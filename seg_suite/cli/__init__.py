@@ -52,10 +52,11 @@ def build_parser(only: str | None = ALL) -> argparse.ArgumentParser:
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CommandParser)
     for module in command_modules():
-        if only in (ALL, module.COMMAND):
+        command, help_line = getattr(module, "COMMAND", None), getattr(module, "HELP", None)
+        if only in (ALL, command) or command is None or help_line is None:  # one without them: built in full
             module.register(sub)
         else:
-            sub.add_parser(module.COMMAND, help=module.HELP)
+            sub.add_parser(command, help=help_line)
     return parser
 
 

@@ -38,7 +38,15 @@ def _help(*args: str) -> dict:
 def _commands() -> list[str]:
     from seg_suite.cli import command_modules
 
-    return [m.COMMAND for m in command_modules()]
+    return [getattr(m, "COMMAND", m.__name__) for m in command_modules()]
+
+
+def test_every_command_module_names_its_command_and_help_line():
+    from seg_suite.cli import command_modules
+
+    for module in command_modules():  # without them the module is built in full for every command
+        assert isinstance(getattr(module, "COMMAND", None), str), module.__name__
+        assert isinstance(getattr(module, "HELP", None), str), module.__name__
 
 
 
