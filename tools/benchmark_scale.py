@@ -159,6 +159,54 @@ def measure(mode: str, images: Path, work: Path) -> dict:
     return result
 
 
+# ---------------------------------------------------------------- extrapolation
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "coins")
+
+
+def coco_memory_per_image(copies: int = 2000) -> dict:
+    """What one image's MaskCut record costs when the final COCO file is built in memory.
+
+    Realistic records: handcrafted MaskCut at CutLER's settings (480², N=3, CRF) on skimage photos
+    resized to 500x375 (ImageNet's typical size). ``copies`` records are parsed from their journal
+    lines, as a resume does, then ``finalize`` builds the COCO dict; tracemalloc measures both.
+    """
+    import tracemalloc
+
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    from seg_suite.features import build_extractor
+    from seg_suite.pseudo.jobs import CocoMaskJob
+    from seg_suite.pseudo.maskcut import MaskCutParams, maskcut  # CutLER's settings: 480², N=3, CRF
+
+    extractor = build_extractor("handcrafted")
+    lines = []
+    for name in PHOTOS:
+        image = np.asarray(Image.fromarray(getattr(skimage.data, name)()).convert("RGB").resize((500, 375)))
+        anns = [CocoMaskJob.mask_annotation(m.mask, m.score) for m in maskcut(image, extractor, MaskCutParams())]
+        record = {"images": [{"file_name": f"{name}.JPEG", "width": 500, "height": 375}], "annotations": [anns]}
+        lines.append(json.dumps({"key": name, "record": record}))
+    masks = sum(len(json.loads(line)["record"]["annotations"][0]) for line in lines)
+    tracemalloc.start()
+    entries = {f"{i:08d}": json.loads(lines[i % len(lines)]) for i in range(copies)}
+    after_replay = tracemalloc.get_traced_memory()[0]
+    coco = _finalize_coco([e["record"] for e in entries.values()])
+    after_finalize = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    output_bytes = len(json.dumps(coco, separators=(", ", ": ")))
+    return {"photos": len(PHOTOS), "masks_per_image": masks / len(PHOTOS),
+            "journal_bytes_per_image": sum(len(line) + 1 for line in lines) / len(lines),
+            "replay_bytes_per_image": after_replay / copies, "final_dict_bytes_per_image": (after_finalize - after_replay) / copies,
+            "output_bytes_per_image": output_bytes / copies}
+
+
+def _finalize_coco(records):
+    from seg_suite.pseudo.maskcut_job import MaskCutJob
+
+    return MaskCutJob(backbone="handcrafted").finalize(records, {})
+
+
 # ---------------------------------------------------------------- driver
 def bench_size(n: int, root: Path) -> dict:
     images, work = root / f"images_{n}", root / f"work_{n}"
@@ -225,6 +273,11 @@ def main(argv=None) -> int:
                                                           "(default: none)")
     parser.add_argument("--tmp", default=None, help="folder for the generated images and outputs (default: system temp)")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--images-at-scale", type=int, default=1_281_167,
+                        help="extrapolate the in-memory COCO cost to this many images (default: %(default)s, "
+                             "ImageNet-1k train, what CutLER runs MaskCut on)")
+    parser.add_argument("--masks-per-image", type=float, default=3.0,
+                        help="masks per image at that scale (default: %(default)s, CutLER's --N 3 at most)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     results: dict = {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": os.getloadavg(), "rows": []}
@@ -242,6 +295,13 @@ def main(argv=None) -> int:
         km = json.loads(proc.stdout)
         print(json.dumps(km), flush=True)
         results["kmeans"].append(km)
+    per_image = coco_memory_per_image()
+    # Per mask (the image's own entry is small beside its masks' RLE), then at --masks-per-image.
+    masks = args.images_at_scale * args.masks_per_image
+    results["at_scale"] = dict(per_image, images=args.images_at_scale, masks=masks, **{
+        f"{name}_gib": round(per_image[f"{name}_bytes_per_image"] / per_image["masks_per_image"] * masks / 2**30, 2)
+        for name in ("journal", "replay", "final_dict", "output")})
+    print(json.dumps(results["at_scale"]), flush=True)
     results["load_average_end"] = os.getloadavg()
     print(f"CPU: {results['cpu']} ({results['cores']} cores); load average {results['load_average_start']} at the "
           f"start, {results['load_average_end']} at the end; baseline RSS {results['baseline_rss_mib']} MiB")
