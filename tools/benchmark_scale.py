@@ -208,7 +208,7 @@ def _finalize_coco(records):
 
 
 # ---------------------------------------------------------------- driver
-def bench_size(n: int, root: Path) -> dict:
+def bench_size(n: int, root: Path, features: bool = True) -> dict:
     images, work = root / f"images_{n}", root / f"work_{n}"
     work.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -233,6 +233,8 @@ def bench_size(n: int, root: Path) -> dict:
     merge = measure("merge", images, work)
     row.update(shards_s=shards["shards_s"], merge_s=merge["merge_s"], merge_rss_mib=merge["peak_rss_mib"],
                merge_identical=(work / "merged.json").read_bytes() == output.read_bytes())
+    if not features:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
     feats = measure("features", images, work)
     row.update(features_s=feats["features_s"], features_ms_per_mask=1000 * feats["features_s"] / max(row["annotations"], 1),
                features_rss_mib=feats["peak_rss_mib"])
@@ -258,7 +260,7 @@ def print_table(rows: list[dict]) -> None:
     print("| " + " | ".join(title for _, title in cols) + " |")
     print("|" + "---|" * len(cols))
     for row in rows:
-        print("| " + " | ".join(f"{row[key]:.3g}" if isinstance(row[key], float) else str(row[key])
+        print("| " + " | ".join(f"{row[key]:.3g}" if isinstance(row.get(key), float) else str(row.get(key, "-"))
                                 for key, _ in cols) + " |")
 
 
@@ -271,6 +273,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", default="1000,5000,20000", help="comma-separated N (default: %(default)s)")
     parser.add_argument("--kmeans-rows", default="", help="comma-separated row counts for tools/benchmark_cluster.py "
                                                           "(default: none)")
+    parser.add_argument("--no-features-at", default="", type=lambda text: {int(s) for s in text.split(",") if s},
+                        help="comma-separated N at which the features stage is skipped (default: none)")
     parser.add_argument("--tmp", default=None, help="folder for the generated images and outputs (default: system temp)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--images-at-scale", type=int, default=1_281_167,
@@ -284,7 +288,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         results["baseline_rss_mib"] = round(measure("baseline", Path(tmp), Path(tmp))["peak_rss_mib"], 1)
         for n in sizes:
-            row = bench_size(n, Path(tmp))
+            row = bench_size(n, Path(tmp), features=n not in args.no_features_at)
             print(json.dumps(row), flush=True)
             results["rows"].append(row)
     results["kmeans"] = []
