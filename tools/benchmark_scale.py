@@ -6,10 +6,11 @@ no CRF, batch 1, no DataLoader workers) over N images for each N in ``--sizes``,
 - ``run``: the whole run up to the final write (time per item; the journal is fsynced per item);
 - ``journal``: the size of the finished run's journal (the run is stopped just before its final
   write, as a kill there would, so the journal holds every item);
-- ``resume``: ``--resume`` of that run: the journal replay, then the final write; the replay is
-  the resume time less the ``finalize`` and ``write_output`` times, which are also reported;
-- ``merge``: ``merge`` of the 8 shard files of a sharded run of the same images (whose merged
-  output is checked byte-identical to the unsharded one);
+- ``resume``: ``--resume`` of that run: the journal replay, then the final write (``write_records``:
+  the COCO file streamed from the journal); the replay is the resume time less the final write's;
+- ``merge``: ``merge`` of the 8 shard files of a sharded run of the same images (its items'
+  records replayed from the unsharded run's journal, no model run); the merged output is checked
+  byte-identical to the unsharded one;
 - ``features``: ``cluster``'s feature stage (handcrafted, ``pooled``, input 64²) over the run's masks;
 - peak RSS of each of these, each measured in its own child process (``wait4``).
 
@@ -57,24 +58,25 @@ def generate_images(folder: Path, count: int, seed: int = 0) -> None:
 
 # ---------------------------------------------------------------- children
 def _job_class():
-    """The MaskCut job with its ``finalize``/``write_output`` timed, and a stop before the final write."""
+    """The MaskCut job with its final write timed, a stop before it, and a replay of known records."""
     from seg_suite.pseudo.maskcut_job import MaskCutJob
 
     class TimedMaskCutJob(MaskCutJob):
         stop_before_write = False
         timings: dict = {}
+        replay: dict | None = None  # key -> record: return these instead of running the model
 
-        def finalize(self, records, info):
+        def prepare(self, item):
+            return (item.key, None) if self.replay is not None else super().prepare(item)
+
+        def process(self, batch):
+            return [self.replay[key] for key, _ in batch] if self.replay is not None else super().process(batch)
+
+        def write_records(self, path, records, info):
             if self.stop_before_write:
                 raise KeyboardInterrupt("stopped before the final write (benchmark)")
             t0 = time.perf_counter()
-            out = super().finalize(records, info)
-            self.timings["finalize_s"] = time.perf_counter() - t0
-            return out
-
-        def write_output(self, path, final):
-            t0 = time.perf_counter()
-            super().write_output(path, final)
+            super().write_records(path, records, info)
             self.timings["write_s"] = time.perf_counter() - t0
 
     TimedMaskCutJob.__qualname__ = TimedMaskCutJob.__name__  # a stable job_class in the journal header
@@ -120,8 +122,10 @@ def child(mode: str, images: Path, work: Path, report: Path) -> None:
         run_job(job, items, out, resume=True, progress=False)
         result["resume_s"] = time.perf_counter() - t0
         result.update(cls.timings)
-    elif mode == "shards":
+    elif mode == "shards":  # the 8 shards of the same run, their records taken from the run's journal
         job = _make_job(cls)
+        with open(work / "masks.journal.jsonl", encoding="utf-8") as fh:
+            job.replay = {e["key"]: e["record"] for e in map(json.loads, list(fh)[1:])}
         t0 = time.perf_counter()
         for sid in range(NUM_SHARDS):
             run_job(job, items, work / "sharded.json", shard=ShardSpec(NUM_SHARDS, sid), progress=False)
@@ -164,11 +168,13 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "c
 
 
 def coco_memory_per_image(copies: int = 2000) -> dict:
-    """What one image's MaskCut record costs when the final COCO file is built in memory.
+    """What one image's MaskCut records cost where they are held in memory: ``merge`` holds every
+    shard's records, and a job without a streamed final write gets them as one list and builds its
+    output in memory (the runner's unsharded COCO write streams and holds neither).
 
     Realistic records: handcrafted MaskCut at CutLER's settings (480², N=3, CRF) on skimage photos
     resized to 500x375 (ImageNet's typical size). ``copies`` records are parsed from their journal
-    lines, as a resume does, then ``finalize`` builds the COCO dict; tracemalloc measures both.
+    lines, then ``finalize`` builds the COCO dict; tracemalloc measures both.
     """
     import tracemalloc
 
@@ -197,7 +203,7 @@ def coco_memory_per_image(copies: int = 2000) -> dict:
     output_bytes = len(json.dumps(coco, separators=(", ", ": ")))
     return {"photos": len(PHOTOS), "masks_per_image": masks / len(PHOTOS),
             "journal_bytes_per_image": sum(len(line) + 1 for line in lines) / len(lines),
-            "replay_bytes_per_image": after_replay / copies, "final_dict_bytes_per_image": (after_finalize - after_replay) / copies,
+            "records_bytes_per_image": after_replay / copies, "final_dict_bytes_per_image": (after_finalize - after_replay) / copies,
             "output_bytes_per_image": output_bytes / copies}
 
 
@@ -218,21 +224,21 @@ def bench_size(n: int, root: Path, features: bool = True) -> dict:
     run = measure("run", images, work)
     journal = work / "masks.journal.jsonl"
     row["journal_mib"] = journal.stat().st_size / 2**20
+    measure("shards", images, work)  # the shard files merge joins; no model runs (records replayed)
+    merge = measure("merge", images, work)
     resume = measure("resume", images, work)
     output = work / "masks.json"
     coco = json.loads(output.read_text())
     row.update(
         run_s=run["run_s"], run_ms_per_item=1000 * run["run_s"] / n, run_rss_mib=run["peak_rss_mib"],
         discover_s=run["discover_s"],
-        resume_s=resume["resume_s"], finalize_s=resume["finalize_s"], write_s=resume["write_s"],
-        replay_s=resume["resume_s"] - resume["finalize_s"] - resume["write_s"], resume_rss_mib=resume["peak_rss_mib"],
+        resume_s=resume["resume_s"], write_s=resume["write_s"],
+        replay_s=resume["resume_s"] - resume["write_s"], resume_rss_mib=resume["peak_rss_mib"],
         output_mib=output.stat().st_size / 2**20, annotations=len(coco["annotations"]),
+        merge_s=merge["merge_s"], merge_rss_mib=merge["peak_rss_mib"],
+        merge_identical=(work / "merged.json").read_bytes() == output.read_bytes(),
     )
     del coco
-    shards = measure("shards", images, work)
-    merge = measure("merge", images, work)
-    row.update(shards_s=shards["shards_s"], merge_s=merge["merge_s"], merge_rss_mib=merge["peak_rss_mib"],
-               merge_identical=(work / "merged.json").read_bytes() == output.read_bytes())
     if not features:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
     feats = measure("features", images, work)
@@ -253,7 +259,7 @@ def cpu_name() -> str:
 
 def print_table(rows: list[dict]) -> None:
     cols = [("n", "N"), ("run_ms_per_item", "ms/item"), ("run_rss_mib", "run RSS MiB"), ("journal_mib", "journal MiB"),
-            ("replay_s", "replay s"), ("finalize_s", "finalize s"), ("write_s", "write s"),
+            ("replay_s", "replay s"), ("write_s", "final write s"),
             ("resume_rss_mib", "resume RSS MiB"), ("merge_s", "merge 8 s"), ("merge_rss_mib", "merge RSS MiB"),
             ("output_mib", "output MiB"), ("features_ms_per_mask", "features ms/mask"),
             ("features_rss_mib", "features RSS MiB")]
@@ -304,7 +310,7 @@ def main(argv=None) -> int:
     masks = args.images_at_scale * args.masks_per_image
     results["at_scale"] = dict(per_image, images=args.images_at_scale, masks=masks, **{
         f"{name}_gib": round(per_image[f"{name}_bytes_per_image"] / per_image["masks_per_image"] * masks / 2**30, 2)
-        for name in ("journal", "replay", "final_dict", "output")})
+        for name in ("journal", "records", "final_dict", "output")})
     print(json.dumps(results["at_scale"]), flush=True)
     results["load_average_end"] = os.getloadavg()
     print(f"CPU: {results['cpu']} ({results['cores']} cores); load average {results['load_average_start']} at the "

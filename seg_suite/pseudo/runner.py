@@ -34,6 +34,8 @@ Writing a job (subclass :class:`Job`, or :class:`CocoMaskJob` for COCO mask file
 ``finalize(records, info)``  records (sorted by item key) -> the final output object;
                    must put ``info`` into it (for COCO, ``out["info"]``).
 ``write_output(path, final)`` / ``read_info(path)``  default: atomic JSON.
+``write_records(path, records, info)``  the final write from ``records()`` (a fresh iterator over
+                   the sorted records each call); default ``write_output(path, finalize(list(...)))``.
 ``output_folders(items)``  folders ``process`` writes into besides the output's (default none);
                    each is checked for writing before the first item.
 
@@ -90,8 +92,15 @@ For other generators
 * Bulky per-item results (clustering features, flow): have ``process`` write them atomically
   under a folder named after the output (e.g. ``<stem>.parts/<key>.npy``), put the file name
   in the record, and let ``finalize``/``write_output`` assemble them; records stay small.
-* Records are kept in memory until the final write (as CutLER keeps its annotations), which
-  is fine for COCO-sized runs; shard very large datasets.
+
+Memory
+------
+A finished record lives in the journal only; the runner keeps its byte offset there (and the
+failures), so a run or a ``--resume`` replay holds no records, whatever the dataset's size. The
+final write reads them back in key order: :meth:`Job.write_records` hands them to ``finalize`` as
+one list by default, and COCO jobs (:class:`CocoMaskJob`) stream them into the file instead, so
+their memory stays flat. A shard file and ``merge`` hold their records in memory (one shard's,
+all shards'); ``tools/benchmark_scale.py`` measures all of these.
 """
 
 from __future__ import annotations
@@ -204,7 +213,9 @@ class _Journal:
     def __init__(self, path: Path, header: dict):
         self.path = path
         self.header = header
-        self.entries: dict[str, dict] = {}
+        # Per finished key: the byte offset of the journal line holding its record (read back by
+        # record()), or its failure dict. Records stay on disk, so memory does not grow with them.
+        self.entries: dict[str, int | dict] = {}
         self.fh = None
 
     def acquire(self) -> None:
@@ -228,24 +239,33 @@ class _Journal:
                             f"wait for it or stop it first") from None
 
     def load(self) -> bool:
-        """Read the journal; False when it holds not even a header (then it is started afresh)."""
+        """Read the journal; False when it holds not even a header (then it is started afresh).
+
+        Read line by line, keeping only each record's offset: memory stays flat in the journal's size.
+        """
         self.fh.seek(0)
-        data = self.fh.read()
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        elif lines:  # no final newline: the last line was torn by a kill; drop it
-            lines.pop()
-            self.fh.truncate(len(data) - len(data.rsplit(b"\n", 1)[-1]))
-        if not lines:  # new, or killed while the header was being written: nothing was done yet
+        header, offset = None, 0
+        for line in self.fh:
+            if not line.endswith(b"\n"):  # no final newline: the last line was torn by a kill; drop it
+                self.fh.truncate(offset)
+                break
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"journal {self.path} is corrupt (a line is not JSON); delete it to start over") from None
+            if header is None:
+                header = obj
+                self._check_header(header)
+            else:
+                self._index(obj, offset)
+            offset += len(line)
+        if header is None:  # new, or killed while the header was being written: nothing was done yet
             self.fh.truncate(0)
             self._write(self.header)
             return False
-        try:
-            header = json.loads(lines[0])
-            entries = [json.loads(line) for line in lines[1:]]
-        except json.JSONDecodeError:
-            raise UserError(f"journal {self.path} is corrupt (a line is not JSON); delete it to start over") from None
+        return True
+
+    def _check_header(self, header) -> None:
         if not isinstance(header, dict) or header.get("seg_suite_journal") != JOURNAL_FORMAT:
             raise UserError(f"{self.path} is not a seg_suite journal; delete it to start over")
         for name in ("job", "job_class", "params", "shard", "keys_sha256", "num_items", "versions", "batch_size"):
@@ -255,12 +275,23 @@ class _Journal:
                     f"{header.get(name)!r} then, {self.header[name]!r} now); use the same input and "
                     f"flags to resume, or delete the journal to start over"
                 )
-        for entry in entries:  # the last entry for a key wins
-            if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
-                    and ("record" in entry or "failure" in entry)):
-                raise UserError(f"journal {self.path} is corrupt (an entry lacks key/record); delete it to start over")
-            self.entries[entry["key"]] = entry
-        return True
+
+    def _index(self, entry, offset: int) -> None:
+        """Remember ``entry`` (the journal line at ``offset``); the last entry for a key wins."""
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                and ("record" in entry or isinstance(entry.get("failure"), dict))):
+            raise UserError(f"journal {self.path} is corrupt (an entry lacks key/record); delete it to start over")
+        self.entries[entry["key"]] = offset if "record" in entry else entry["failure"]
+
+    def record(self, key: str) -> Any:
+        """The record journaled for ``key``, read back from its line."""
+        with _writing(self.path):
+            self.fh.seek(self.entries[key])
+            return json.loads(self.fh.readline())["record"]
+
+    def records(self, keys: Iterable[str]) -> Iterable[Any]:
+        """The records of ``keys`` (finished, not failed), in that order, one at a time."""
+        return (self.record(key) for key in keys)
 
     def _write(self, obj: dict) -> None:
         line = (json.dumps(obj, default=json_default) + "\n").encode("utf-8")
@@ -270,8 +301,10 @@ class _Journal:
             os.fsync(self.fh.fileno())
 
     def add(self, entry: dict) -> None:
+        with _writing(self.path):
+            offset = self.fh.seek(0, os.SEEK_END)  # reads move the position; appends go to the end
         self._write(entry)
-        self.entries[entry["key"]] = entry
+        self._index(entry, offset)
 
     def remove(self) -> None:
         """Delete the journal (the run is complete), still holding the lock."""
@@ -473,27 +506,27 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
     failures_path = sidecar_path(target, "failures")
     resumed = journal.load()
     if retry_failed:
-        journal.entries = {k: e for k, e in journal.entries.items() if "record" in e}
+        journal.entries = {k: e for k, e in journal.entries.items() if isinstance(e, int)}
     _remove_stale_temporaries(target)
     _remove_stale_temporaries(failures_path)
-    earlier = [e["failure"] for e in journal.entries.values() if "failure" in e]
+    earlier = [e for e in journal.entries.values() if isinstance(e, dict)]
     _write_failures(failures_path, sorted(earlier, key=lambda f: f["key"]))
     processed = _process_pending(job, mine, journal, failures_path, batch_size, workers, progress)
 
-    entries = [journal.entries[item.key] for item in mine]
-    failures = [e["failure"] for e in entries if "failure" in e]
+    failures = [journal.entries[item.key] for item in mine if isinstance(journal.entries[item.key], dict)]
+    done = [item.key for item in mine if isinstance(journal.entries[item.key], int)]
     if shard.num_shards > 1:
         doc = {"seg_suite_shard": SHARD_FORMAT,
                **{k: header[k] for k in ("job", "job_class", "params", "versions", "shard", "keys_sha256", "num_items",
                                      "batch_size")},
-               "records": [{"key": e["key"], "record": e["record"]} for e in entries if "record" in e],
+               "records": [{"key": key, "record": record} for key, record in zip(done, journal.records(done))],
                "failures": failures}
         doc[SHARD_DIGEST_KEY] = shard_content_digest(doc)
         atomic_write_json(target, doc)
     else:
         info = build_info(job.name, header["job_class"], params, header["versions"], len(items),
                           len(failures), header["keys_sha256"])
-        job.write_output(target, job.finalize([e["record"] for e in entries if "record" in e], info))
+        job.write_records(target, lambda: journal.records(done), info)
     _write_failures(failures_path, failures)
     seconds = time.time() - started
     log = {
@@ -535,7 +568,7 @@ def _process_pending(job, mine, journal, failures_path, batch_size, workers, pro
     from tqdm import tqdm
 
     chunks = [c for c in _chunks(len(mine), batch_size) if any(mine[i].key not in journal.entries for i in c)]
-    failed = sum("failure" in e for e in journal.entries.values())
+    failed = sum(isinstance(e, dict) for e in journal.entries.values())
     done = sum(item.key in journal.entries for item in mine)
     with _writing(failures_path):
         live = open(failures_path, "a", encoding="utf-8")
