@@ -99,8 +99,9 @@ A finished record lives in the journal only; the runner keeps its byte offset th
 failures), so a run or a ``--resume`` replay holds no records, whatever the dataset's size. The
 final write reads them back in key order: :meth:`Job.write_records` hands them to ``finalize`` as
 one list by default, and COCO jobs (:class:`CocoMaskJob`) stream them into the file instead, so
-their memory stays flat. A shard file and ``merge`` hold their records in memory (one shard's,
-all shards'); ``tools/benchmark_scale.py`` measures all of these.
+their memory stays flat. A shard holds its own records while it writes its file; ``merge`` reads
+the shard files one at a time, keeping their records in a temporary file beside the output, so it
+holds one shard's records at most. ``tools/benchmark_scale.py`` measures all of these.
 """
 
 from __future__ import annotations
@@ -639,6 +640,39 @@ def _load_shard(path: Path) -> dict:
     return doc
 
 
+class _Spool:
+    """A temporary JSON-lines file beside the merged output holding every shard's records, so that
+    merge loads one shard file at a time and writes the output from disk in key order."""
+
+    def __init__(self, output: Path):
+        import tempfile
+
+        with _writing(output):
+            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".merge.tmp", dir=output.parent)
+        self.path = Path(name)
+        self.fh = os.fdopen(fd, "w+b")
+        self.offsets: dict[str, int] = {}
+
+    def add(self, key: str, record: Any) -> None:
+        self.offsets[key] = self.fh.tell()
+        with _writing(self.path):
+            self.fh.write((json.dumps(record, default=json_default) + "\n").encode("utf-8"))
+
+    def records(self) -> Iterable[Any]:
+        """Every record, in key order."""
+        with _writing(self.path):
+            self.fh.flush()
+        for key in sorted(self.offsets):
+            self.fh.seek(self.offsets[key])
+            yield json.loads(self.fh.readline())
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fh.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
 def merge_outputs(
     paths: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -649,7 +683,10 @@ def merge_outputs(
     """Join the K shard files of one run into ``output``, identical to an unsharded run.
 
     Refuses (without writing anything) missing, duplicate, corrupt, incomplete or
-    mismatched shards. Also writes ``<stem>.failures.jsonl`` beside ``output``.
+    mismatched shards. Also writes ``<stem>.failures.jsonl`` beside ``output``. Shard files are
+    read one at a time; their records wait in a temporary file beside ``output`` (removed at the
+    end), so memory holds one shard's records, and the output is written by the job's
+    :meth:`~Job.write_records` (streamed for COCO jobs).
     """
     started = time.time()
     output = Path(output)
@@ -658,9 +695,27 @@ def merge_outputs(
     if not paths:
         raise UserError("no shard files given")
     check_writable_dir(output.parent, "output folder")
-    docs = [(Path(p), _load_shard(Path(p))) for p in paths]
-    first_path, first = docs[0]
-    for path, doc in docs[1:]:
+    spool = _Spool(output)
+    try:
+        return _merge_spooled([Path(p) for p in paths], output, resolver, spool, started)
+    finally:
+        spool.remove()
+
+
+def _merge_spooled(paths: list[Path], output: Path, resolver, spool: _Spool, started: float) -> RunSummary:
+    # One pass over the shard files: keep each one's header, keys, failures and whether its content
+    # matches its digest; its records go to the spool. The checks then run in their usual order.
+    docs = []
+    for path in paths:
+        doc = _load_shard(path)
+        sealed = doc.get(SHARD_DIGEST_KEY) == shard_content_digest(doc)
+        for entry in doc["records"]:
+            spool.add(entry["key"], entry["record"])
+        doc["keys"] = [e["key"] for e in doc["records"]]
+        del doc["records"]
+        docs.append((path, doc, sealed))
+    first_path, first, _ = docs[0]
+    for path, doc, _ in docs[1:]:
         for name in ("job", "job_class", "params", "versions", "keys_sha256", "num_items", "batch_size"):
             if doc.get(name) != first.get(name):
                 raise UserError(f"shards do not belong to the same run: {path} and {first_path} differ in {name}")
@@ -668,35 +723,34 @@ def merge_outputs(
             raise UserError(f"shards do not belong to the same run: {path} and {first_path} differ in the number of shards")
     num_shards, num_items = first["shard"]["num_shards"], first["num_items"]
     seen: dict[int, Path] = {}
-    for path, doc in docs:
+    for path, doc, _ in docs:
         sid = doc["shard"]["shard_id"]
         if sid in seen:
             raise UserError(f"shard {sid} given twice: {seen[sid]} and {path}")
         seen[sid] = path
         expected = len(ShardSpec(num_shards, sid).select(range(num_items), first["batch_size"]))
-        got = len(doc["records"]) + len(doc["failures"])
+        got = len(doc["keys"]) + len(doc["failures"])
         if got != expected:
             raise UserError(f"{path} is incomplete: {got} of its {expected} items; rerun that shard with --resume")
     missing = sorted(set(range(num_shards)) - set(seen))
     if missing:
         raise UserError(f"missing shard(s) {', '.join(map(str, missing))} of {num_shards}: "
                         f"expected {shard_output_path(output, ShardSpec(num_shards, missing[0]))}; run them first")
-    all_keys = sorted([e["key"] for _, d in docs for e in d["records"]] + [f["key"] for _, d in docs for f in d["failures"]])
+    all_keys = sorted([k for _, d, _ in docs for k in d["keys"]] + [f["key"] for _, d, _ in docs for f in d["failures"]])
     if keys_digest(all_keys) != first["keys_sha256"]:
         raise UserError("the shards' items do not add up to the run's input list (a shard file was edited "
                         "or comes from another run); rerun the shards")
     # Last, so that the checks above name what is wrong with a damaged set; this one catches the
     # edits that leave a shard well-formed (a changed mask, score or failure reason).
-    for path, doc in docs:
-        if doc.get(SHARD_DIGEST_KEY) != shard_content_digest(doc):
+    for path, _, sealed in docs:
+        if not sealed:
             raise UserError(f"shard {path} was modified after it was written (its content no longer matches its "
                             f"{SHARD_DIGEST_KEY}); rerun that shard")
-    entries = sorted(((e["key"], e["record"]) for _, doc in docs for e in doc["records"]), key=lambda e: e[0])
-    failures = sorted((f for _, doc in docs for f in doc["failures"]), key=lambda f: f["key"])
+    failures = sorted((f for _, doc, _ in docs for f in doc["failures"]), key=lambda f: f["key"])
     job = resolver(first["job_class"]).from_params(first["params"])
     info = build_info(first["job"], first["job_class"], first["params"], first["versions"], num_items,
                       len(failures), first["keys_sha256"])
-    job.write_output(output, job.finalize([record for _, record in entries], info))
+    job.write_records(output, spool.records, info)
     failures_path = sidecar_path(output, "failures")
     _write_failures(failures_path, failures)
     return RunSummary(output, num_items, len(failures), 0, time.time() - started, failures=failures_path)
