@@ -695,6 +695,7 @@ def merge_outputs(
     if not paths:
         raise UserError("no shard files given")
     check_writable_dir(output.parent, "output folder")
+    _remove_stale_temporaries(output)  # an interrupted merge's temporary files (spool and output)
     spool = _Spool(output)
     try:
         return _merge_spooled([Path(p) for p in paths], output, resolver, spool, started)
