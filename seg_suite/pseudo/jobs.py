@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import abc
 import importlib
+import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 import numpy as np
 
 from seg_suite.errors import UserError
-from seg_suite.io.files import atomic_write_json, load_json
+from seg_suite.io.files import atomic_write, atomic_write_json, json_default, load_json
 from seg_suite.io.masks import mask_area, mask_to_bbox, mask_to_rle
 from seg_suite.pseudo.inputs import WorkItem
 
@@ -56,6 +57,18 @@ class Job(abc.ABC):
 
     def write_output(self, path: Path, final: Any) -> None:
         atomic_write_json(path, final)
+
+    def write_records(self, path: Path, records: Callable[[], Iterator[dict]], info: dict) -> dict | None:
+        """Write the final output from ``records()``, a fresh iterator over the sorted records each call;
+        returns its :meth:`mask_counts`.
+
+        The runner calls this; by default it is ``write_output(path, finalize(list(records()), info))``.
+        A job whose output can be written record by record overrides it so that the records never
+        all sit in memory (see :class:`CocoMaskJob`).
+        """
+        final = self.finalize(list(records()), info)
+        self.write_output(path, final)
+        return self.mask_counts(final)
 
     def read_info(self, path: Path) -> dict | None:
         """The ``info`` of a finished output, to check it on ``--resume`` (None: unknown)."""
@@ -112,22 +125,52 @@ class CocoMaskJob(Job):
     def coco_categories(self) -> list[dict]:
         return [dict(c) for c in self.categories]
 
-    def finalize(self, records: list[dict], info: dict) -> dict:
-        images, annotations = [], []
+    def _images(self, records: Iterable[dict]) -> Iterator[dict]:
+        image_id = 0
         for record in records:
-            for image, anns in zip(record["images"], record["annotations"], strict=True):
-                image_id = len(images) + 1
-                images.append({"id": image_id, **image})
+            for image, _anns in zip(record["images"], record["annotations"], strict=True):
+                image_id += 1
+                yield {"id": image_id, **image}
+
+    def _annotations(self, records: Iterable[dict]) -> Iterator[dict]:
+        image_id = ann_id = 0
+        for record in records:
+            for _image, anns in zip(record["images"], record["annotations"], strict=True):
+                image_id += 1
                 for ann in anns:
+                    ann_id += 1
                     extra = {k: v for k, v in ann.items() if k not in ("id", "image_id", "category_id", "iscrowd")}
-                    annotations.append({
-                        "id": len(annotations) + 1,
-                        "image_id": image_id,
-                        "category_id": ann.get("category_id", 1),
-                        "iscrowd": ann.get("iscrowd", 0),
-                        **extra,
-                    })
-        return {"info": info, "images": images, "annotations": annotations, "categories": self.coco_categories()}
+                    yield {"id": ann_id, "image_id": image_id, "category_id": ann.get("category_id", 1),
+                           "iscrowd": ann.get("iscrowd", 0), **extra}
+
+    def finalize(self, records: list[dict], info: dict) -> dict:
+        return {"info": info, "images": list(self._images(records)), "annotations": list(self._annotations(records)),
+                "categories": self.coco_categories()}
+
+    def write_records(self, path: Path, records: Callable[[], Iterator[dict]], info: dict) -> dict | None:
+        """The bytes ``write_output(path, finalize(...))`` writes, streamed: two passes over the
+        records (images, then annotations), so memory holds one record at a time; a third counts."""
+        if type(self).finalize is not CocoMaskJob.finalize or type(self).write_output is not Job.write_output:
+            return super().write_records(path, records, info)
+
+        def dumps(obj) -> str:
+            return json.dumps(obj, default=json_default)
+
+        with atomic_write(path, "w") as fh:
+            fh.write('{"info": ' + dumps(info))
+            for name, entries in (("images", self._images(records())), ("annotations", self._annotations(records()))):
+                fh.write(f', "{name}": [')
+                for i, entry in enumerate(entries):
+                    fh.write((", " if i else "") + dumps(entry))
+                fh.write("]")
+            fh.write(', "categories": ' + dumps(self.coco_categories()) + "}")
+        counts = {"images": 0, "masks": 0, "empty": 0}
+        for record in records():
+            for anns in record["annotations"]:
+                counts["images"] += 1
+                counts["masks"] += len(anns)
+                counts["empty"] += not anns
+        return counts
 
     def mask_counts(self, final: dict) -> dict:
         return coco_mask_counts(final)

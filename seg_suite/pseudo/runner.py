@@ -36,6 +36,8 @@ Writing a job (subclass :class:`Job`, or :class:`CocoMaskJob` for COCO mask file
 ``write_output(path, final)`` / ``read_info(path)``  default: atomic JSON.
 ``mask_counts(final)``  ``{"images", "masks", "empty"}`` of a final output holding masks (for the
                    summary line); default None.
+``write_records(path, records, info)``  the final write from ``records()`` (a fresh iterator over
+                   the sorted records each call); default ``write_output(path, finalize(list(...)))``.
 ``output_folders(items)``  folders ``process`` writes into besides the output's (default none);
                    each is checked for writing before the first item.
 
@@ -92,8 +94,16 @@ For other generators
 * Bulky per-item results (clustering features, flow): have ``process`` write them atomically
   under a folder named after the output (e.g. ``<stem>.parts/<key>.npy``), put the file name
   in the record, and let ``finalize``/``write_output`` assemble them; records stay small.
-* Records are kept in memory until the final write (as CutLER keeps its annotations), which
-  is fine for COCO-sized runs; shard very large datasets.
+
+Memory
+------
+A finished record lives in the journal only; the runner keeps its byte offset there (and the
+failures), so a run or a ``--resume`` replay holds no records, whatever the dataset's size. The
+final write reads them back in key order: :meth:`Job.write_records` hands them to ``finalize`` as
+one list by default, and COCO jobs (:class:`CocoMaskJob`) stream them into the file instead, so
+their memory stays flat. A shard holds its own records while it writes its file; ``merge`` reads
+the shard files one at a time, keeping their records in a temporary file beside the output, so it
+holds one shard's records at most. ``tools/benchmark_scale.py`` measures all of these.
 """
 
 from __future__ import annotations
@@ -206,7 +216,9 @@ class _Journal:
     def __init__(self, path: Path, header: dict):
         self.path = path
         self.header = header
-        self.entries: dict[str, dict] = {}
+        # Per finished key: the byte offset of the journal line holding its record (read back by
+        # record()), or its failure dict. Records stay on disk, so memory does not grow with them.
+        self.entries: dict[str, int | dict] = {}
         self.fh = None
 
     def acquire(self) -> None:
@@ -230,24 +242,33 @@ class _Journal:
                             f"wait for it or stop it first") from None
 
     def load(self) -> bool:
-        """Read the journal; False when it holds not even a header (then it is started afresh)."""
+        """Read the journal; False when it holds not even a header (then it is started afresh).
+
+        Read line by line, keeping only each record's offset: memory stays flat in the journal's size.
+        """
         self.fh.seek(0)
-        data = self.fh.read()
-        lines = data.split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        elif lines:  # no final newline: the last line was torn by a kill; drop it
-            lines.pop()
-            self.fh.truncate(len(data) - len(data.rsplit(b"\n", 1)[-1]))
-        if not lines:  # new, or killed while the header was being written: nothing was done yet
+        header, offset = None, 0
+        for line in self.fh:
+            if not line.endswith(b"\n"):  # no final newline: the last line was torn by a kill; drop it
+                self.fh.truncate(offset)
+                break
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                raise UserError(f"journal {self.path} is corrupt (a line is not JSON); delete it to start over") from None
+            if header is None:
+                header = obj
+                self._check_header(header)
+            else:
+                self._index(obj, offset)
+            offset += len(line)
+        if header is None:  # new, or killed while the header was being written: nothing was done yet
             self.fh.truncate(0)
             self._write(self.header)
             return False
-        try:
-            header = json.loads(lines[0])
-            entries = [json.loads(line) for line in lines[1:]]
-        except json.JSONDecodeError:
-            raise UserError(f"journal {self.path} is corrupt (a line is not JSON); delete it to start over") from None
+        return True
+
+    def _check_header(self, header) -> None:
         if not isinstance(header, dict) or header.get("seg_suite_journal") != JOURNAL_FORMAT:
             raise UserError(f"{self.path} is not a seg_suite journal; delete it to start over")
         for name in ("job", "job_class", "params", "shard", "keys_sha256", "num_items", "versions", "batch_size"):
@@ -257,12 +278,23 @@ class _Journal:
                     f"{header.get(name)!r} then, {self.header[name]!r} now); use the same input and "
                     f"flags to resume, or delete the journal to start over"
                 )
-        for entry in entries:  # the last entry for a key wins
-            if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
-                    and ("record" in entry or "failure" in entry)):
-                raise UserError(f"journal {self.path} is corrupt (an entry lacks key/record); delete it to start over")
-            self.entries[entry["key"]] = entry
-        return True
+
+    def _index(self, entry, offset: int) -> None:
+        """Remember ``entry`` (the journal line at ``offset``); the last entry for a key wins."""
+        if not (isinstance(entry, dict) and isinstance(entry.get("key"), str)
+                and ("record" in entry or isinstance(entry.get("failure"), dict))):
+            raise UserError(f"journal {self.path} is corrupt (an entry lacks key/record); delete it to start over")
+        self.entries[entry["key"]] = offset if "record" in entry else entry["failure"]
+
+    def record(self, key: str) -> Any:
+        """The record journaled for ``key``, read back from its line."""
+        with _writing(self.path):
+            self.fh.seek(self.entries[key])
+            return json.loads(self.fh.readline())["record"]
+
+    def records(self, keys: Iterable[str]) -> Iterable[Any]:
+        """The records of ``keys`` (finished, not failed), in that order, one at a time."""
+        return (self.record(key) for key in keys)
 
     def _write(self, obj: dict) -> None:
         line = (json.dumps(obj, default=json_default) + "\n").encode("utf-8")
@@ -272,8 +304,10 @@ class _Journal:
             os.fsync(self.fh.fileno())
 
     def add(self, entry: dict) -> None:
+        with _writing(self.path):
+            offset = self.fh.seek(0, os.SEEK_END)  # reads move the position; appends go to the end
         self._write(entry)
-        self.entries[entry["key"]] = entry
+        self._index(entry, offset)
 
     def remove(self) -> None:
         """Delete the journal (the run is complete), still holding the lock."""
@@ -476,30 +510,28 @@ def _run_locked(job, items, mine, target, journal, header, params, shard, retry_
     failures_path = sidecar_path(target, "failures")
     resumed = journal.load()
     if retry_failed:
-        journal.entries = {k: e for k, e in journal.entries.items() if "record" in e}
+        journal.entries = {k: e for k, e in journal.entries.items() if isinstance(e, int)}
     _remove_stale_temporaries(target)
     _remove_stale_temporaries(failures_path)
-    earlier = [e["failure"] for e in journal.entries.values() if "failure" in e]
+    earlier = [e for e in journal.entries.values() if isinstance(e, dict)]
     _write_failures(failures_path, sorted(earlier, key=lambda f: f["key"]))
     processed = _process_pending(job, mine, journal, failures_path, batch_size, workers, progress)
 
-    entries = [journal.entries[item.key] for item in mine]
-    failures = [e["failure"] for e in entries if "failure" in e]
-    masks = None
+    failures = [journal.entries[item.key] for item in mine if isinstance(journal.entries[item.key], dict)]
+    done = [item.key for item in mine if isinstance(journal.entries[item.key], int)]
+    masks = None  # a shard file: the merge counts
     if shard.num_shards > 1:
         doc = {"seg_suite_shard": SHARD_FORMAT,
                **{k: header[k] for k in ("job", "job_class", "params", "versions", "shard", "keys_sha256", "num_items",
                                      "batch_size")},
-               "records": [{"key": e["key"], "record": e["record"]} for e in entries if "record" in e],
+               "records": [{"key": key, "record": record} for key, record in zip(done, journal.records(done))],
                "failures": failures}
         doc[SHARD_DIGEST_KEY] = shard_content_digest(doc)
         atomic_write_json(target, doc)
     else:
         info = build_info(job.name, header["job_class"], params, header["versions"], len(items),
                           len(failures), header["keys_sha256"])
-        final = job.finalize([e["record"] for e in entries if "record" in e], info)
-        job.write_output(target, final)
-        masks = job.mask_counts(final)
+        masks = job.write_records(target, lambda: journal.records(done), info)
     _write_failures(failures_path, failures)
     seconds = time.time() - started
     log = {
@@ -541,7 +573,7 @@ def _process_pending(job, mine, journal, failures_path, batch_size, workers, pro
     from tqdm import tqdm
 
     chunks = [c for c in _chunks(len(mine), batch_size) if any(mine[i].key not in journal.entries for i in c)]
-    failed = sum("failure" in e for e in journal.entries.values())
+    failed = sum(isinstance(e, dict) for e in journal.entries.values())
     done = sum(item.key in journal.entries for item in mine)
     with _writing(failures_path):
         live = open(failures_path, "a", encoding="utf-8")
@@ -612,6 +644,39 @@ def _load_shard(path: Path) -> dict:
     return doc
 
 
+class _Spool:
+    """A temporary JSON-lines file beside the merged output holding every shard's records, so that
+    merge loads one shard file at a time and writes the output from disk in key order."""
+
+    def __init__(self, output: Path):
+        import tempfile
+
+        with _writing(output):
+            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".merge.tmp", dir=output.parent)
+        self.path = Path(name)
+        self.fh = os.fdopen(fd, "w+b")
+        self.offsets: dict[str, int] = {}
+
+    def add(self, key: str, record: Any) -> None:
+        self.offsets[key] = self.fh.tell()
+        with _writing(self.path):
+            self.fh.write((json.dumps(record, default=json_default) + "\n").encode("utf-8"))
+
+    def records(self) -> Iterable[Any]:
+        """Every record, in key order."""
+        with _writing(self.path):
+            self.fh.flush()
+        for key in sorted(self.offsets):
+            self.fh.seek(self.offsets[key])
+            yield json.loads(self.fh.readline())
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.fh.close()
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+
 def merge_outputs(
     paths: Sequence[str | os.PathLike],
     output: str | os.PathLike,
@@ -622,7 +687,10 @@ def merge_outputs(
     """Join the K shard files of one run into ``output``, identical to an unsharded run.
 
     Refuses (without writing anything) missing, duplicate, corrupt, incomplete or
-    mismatched shards. Also writes ``<stem>.failures.jsonl`` beside ``output``.
+    mismatched shards. Also writes ``<stem>.failures.jsonl`` beside ``output``. Shard files are
+    read one at a time; their records wait in a temporary file beside ``output`` (removed at the
+    end), so memory holds one shard's records, and the output is written by the job's
+    :meth:`~Job.write_records` (streamed for COCO jobs).
     """
     started = time.time()
     output = Path(output)
@@ -631,9 +699,28 @@ def merge_outputs(
     if not paths:
         raise UserError("no shard files given")
     check_writable_dir(output.parent, "output folder")
-    docs = [(Path(p), _load_shard(Path(p))) for p in paths]
-    first_path, first = docs[0]
-    for path, doc in docs[1:]:
+    _remove_stale_temporaries(output)  # an interrupted merge's temporary files (spool and output)
+    spool = _Spool(output)
+    try:
+        return _merge_spooled([Path(p) for p in paths], output, resolver, spool, started)
+    finally:
+        spool.remove()
+
+
+def _merge_spooled(paths: list[Path], output: Path, resolver, spool: _Spool, started: float) -> RunSummary:
+    # One pass over the shard files: keep each one's header, keys, failures and whether its content
+    # matches its digest; its records go to the spool. The checks then run in their usual order.
+    docs = []
+    for path in paths:
+        doc = _load_shard(path)
+        sealed = doc.get(SHARD_DIGEST_KEY) == shard_content_digest(doc)
+        for entry in doc["records"]:
+            spool.add(entry["key"], entry["record"])
+        doc["keys"] = [e["key"] for e in doc["records"]]
+        del doc["records"]
+        docs.append((path, doc, sealed))
+    first_path, first, _ = docs[0]
+    for path, doc, _ in docs[1:]:
         for name in ("job", "job_class", "params", "versions", "keys_sha256", "num_items", "batch_size"):
             if doc.get(name) != first.get(name):
                 raise UserError(f"shards do not belong to the same run: {path} and {first_path} differ in {name}")
@@ -641,37 +728,35 @@ def merge_outputs(
             raise UserError(f"shards do not belong to the same run: {path} and {first_path} differ in the number of shards")
     num_shards, num_items = first["shard"]["num_shards"], first["num_items"]
     seen: dict[int, Path] = {}
-    for path, doc in docs:
+    for path, doc, _ in docs:
         sid = doc["shard"]["shard_id"]
         if sid in seen:
             raise UserError(f"shard {sid} given twice: {seen[sid]} and {path}")
         seen[sid] = path
         expected = len(ShardSpec(num_shards, sid).select(range(num_items), first["batch_size"]))
-        got = len(doc["records"]) + len(doc["failures"])
+        got = len(doc["keys"]) + len(doc["failures"])
         if got != expected:
             raise UserError(f"{path} is incomplete: {got} of its {expected} items; rerun that shard with --resume")
     missing = sorted(set(range(num_shards)) - set(seen))
     if missing:
         raise UserError(f"missing shard(s) {', '.join(map(str, missing))} of {num_shards}: "
                         f"expected {shard_output_path(output, ShardSpec(num_shards, missing[0]))}; run them first")
-    all_keys = sorted([e["key"] for _, d in docs for e in d["records"]] + [f["key"] for _, d in docs for f in d["failures"]])
+    all_keys = sorted([k for _, d, _ in docs for k in d["keys"]] + [f["key"] for _, d, _ in docs for f in d["failures"]])
     if keys_digest(all_keys) != first["keys_sha256"]:
         raise UserError("the shards' items do not add up to the run's input list (a shard file was edited "
                         "or comes from another run); rerun the shards")
     # Last, so that the checks above name what is wrong with a damaged set; this one catches the
     # edits that leave a shard well-formed (a changed mask, score or failure reason).
-    for path, doc in docs:
-        if doc.get(SHARD_DIGEST_KEY) != shard_content_digest(doc):
+    for path, _, sealed in docs:
+        if not sealed:
             raise UserError(f"shard {path} was modified after it was written (its content no longer matches its "
                             f"{SHARD_DIGEST_KEY}); rerun that shard")
-    entries = sorted(((e["key"], e["record"]) for _, doc in docs for e in doc["records"]), key=lambda e: e[0])
-    failures = sorted((f for _, doc in docs for f in doc["failures"]), key=lambda f: f["key"])
+    failures = sorted((f for _, doc, _ in docs for f in doc["failures"]), key=lambda f: f["key"])
     job = resolver(first["job_class"]).from_params(first["params"])
     info = build_info(first["job"], first["job_class"], first["params"], first["versions"], num_items,
                       len(failures), first["keys_sha256"])
-    final = job.finalize([record for _, record in entries], info)
-    job.write_output(output, final)
+    masks = job.write_records(output, spool.records, info)
     failures_path = sidecar_path(output, "failures")
     _write_failures(failures_path, failures)
     return RunSummary(output, num_items, len(failures), 0, time.time() - started, failures=failures_path,
-                      masks=job.mask_counts(final))
+                      masks=masks)
