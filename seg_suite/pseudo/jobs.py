@@ -149,28 +149,26 @@ class CocoMaskJob(Job):
 
     def write_records(self, path: Path, records: Callable[[], Iterator[dict]], info: dict) -> dict | None:
         """The bytes ``write_output(path, finalize(...))`` writes, streamed: two passes over the
-        records (images, then annotations), so memory holds one record at a time; a third counts."""
+        records (images, then annotations), so memory holds one record at a time."""
         if type(self).finalize is not CocoMaskJob.finalize or type(self).write_output is not Job.write_output:
             return super().write_records(path, records, info)
 
         def dumps(obj) -> str:
             return json.dumps(obj, default=json_default)
 
+        counts, with_masks, last = {"images": 0, "masks": 0}, 0, None
         with atomic_write(path, "w") as fh:
             fh.write('{"info": ' + dumps(info))
             for name, entries in (("images", self._images(records())), ("annotations", self._annotations(records()))):
                 fh.write(f', "{name}": [')
                 for i, entry in enumerate(entries):
                     fh.write((", " if i else "") + dumps(entry))
+                    counts["images" if name == "images" else "masks"] += 1
+                    if name == "annotations" and entry["image_id"] != last:  # ids ascend: one change per image
+                        with_masks, last = with_masks + 1, entry["image_id"]
                 fh.write("]")
             fh.write(', "categories": ' + dumps(self.coco_categories()) + "}")
-        counts = {"images": 0, "masks": 0, "empty": 0}
-        for record in records():
-            for anns in record["annotations"]:
-                counts["images"] += 1
-                counts["masks"] += len(anns)
-                counts["empty"] += not anns
-        return counts
+        return {**counts, "empty": counts["images"] - with_masks}
 
     def mask_counts(self, final: dict) -> dict:
         return coco_mask_counts(final)
