@@ -73,3 +73,34 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The CUDA tier (``pytest -m cuda``, tests/cuda): a test marked ``cuda`` is skipped when, and only
+# when, ``torch.cuda.is_available()`` is false. TF32 is off inside it, so float32 results on the GPU
+# compare with the CPU's at float32 tolerances. (One conftest for the whole suite: a second one would
+# shadow this module for the tests that import helpers from it.)
+CUDA_SKIP_REASON = "CUDA not available (torch.cuda.is_available() is false)"
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _full_float32_on_cuda(request):
+    if request.node.get_closest_marker("cuda") is None:
+        yield
+        return
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
