@@ -17,22 +17,7 @@ import torch
 from detectron2.engine import SimpleTrainer
 
 from seg_suite.errors import UserError
-
-# /proc/cpuinfo flags of native bfloat16 arithmetic: x86 AMX and AVX512-BF16, Arm's BF16 extension.
-BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16")
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
-    """The CPU's feature flags (Linux), or None where the file cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return set(value.split())
-    except OSError:
-        return None
-    return set()
+from seg_suite.features.precision import BF16_FLAGS, cpu_flags  # the one reading of the CPU's units
 
 
 def check_cpu_bf16(what: str = "SOLVER.AMP.ENABLED", flags: set[str] | None = None) -> None:

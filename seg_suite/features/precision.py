@@ -32,6 +32,7 @@ PRECISION_SOURCE = "float32, as DINO, CutLER's maskcut.py and segment-anything r
 # /proc/cpuinfo flags of the units that compute in bfloat16 natively.
 X86_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 ARM_BF16_FLAGS = ("bf16",)
+BF16_FLAGS = X86_BF16_FLAGS + ARM_BF16_FLAGS
 CPUINFO = Path("/proc/cpuinfo")
 
 
@@ -62,7 +63,7 @@ def cpu_bf16_units(cpuinfo: Path | None = None) -> tuple[str, ...] | None:
     flags = cpu_flags(cpuinfo)
     if flags is None:
         return None
-    return tuple(f for f in X86_BF16_FLAGS + ARM_BF16_FLAGS if f in flags)
+    return tuple(f for f in BF16_FLAGS if f in flags)
 
 
 def check_precision(precision: str, device) -> None:
