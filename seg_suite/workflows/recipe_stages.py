@@ -168,16 +168,11 @@ def _train(ctx: StageContext, config_file: str, opts: list[str]) -> None:
     from seg_suite.workflows.self_training import keep_final_checkpoint
     from seg_suite.workflows.training_job import TrainingJob
 
+    slurm = ctx.executor.kind == "slurm"
     job = TrainingJob(config_file, [*opts, "OUTPUT_DIR", str(ctx.folder)], _num_gpus(ctx),
-                      str(ctx.output / "train.log"))
+                      str(ctx.output / "train.log"), distributed=slurm)
     job.check()
-    if ctx.executor.kind == "local":
-        job()
-    else:
-        from seg_suite.workflows.executor import run_single_job
-
-        run_single_job(functools.partial(job, True), ctx.executor, ctx.folder / "executor", name=ctx.name,
-                       distributed=True)
+    ctx.run_single(job, distributed=slurm)
     keep_final_checkpoint(ctx.folder)
 
 
@@ -242,12 +237,7 @@ def stage_self_train(ctx: StageContext) -> dict:
         raise UserError(f"stages.{ctx.name}: {p['rounds']} rounds need {p['rounds']} thresholds, got {thresholds}")
     job = functools.partial(_self_train_job, trained, masks, p, str(ctx.folder), _num_gpus(ctx),
                             str(ctx.output / "train.log"), f"recipe_{ctx.key}")
-    if ctx.executor.kind == "local":
-        rounds = job()
-    else:  # predict, relabel and train rounds run together as one job on one machine
-        from seg_suite.workflows.executor import run_single_job
-
-        rounds = run_single_job(job, ctx.executor, ctx.folder / "executor", name=ctx.name)
+    rounds = ctx.run_single(job)  # predict, relabel and train rounds together, on one machine
     final = ctx.folder / f"round_{p['rounds']}" / "model_final.pth"
     return {"weights": str(final), "config_file": trained["config_file"], "opts": trained["opts"],
             "categories": trained["categories"],

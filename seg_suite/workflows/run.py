@@ -195,6 +195,14 @@ class StageContext:
                            run_kwargs=self.run_kwargs())
 
 
+    def run_single(self, job: Callable, *, distributed: bool = False):
+        """Run ``job()`` (training) as one job: here with the local executor, else one SLURM job
+        (``distributed``: over ``executor.nodes`` machines). Returns its result."""
+        from seg_suite.workflows.executor import run_single_job
+
+        return run_single_job(job, self.executor, self.folder / "executor", name=self.name, distributed=distributed)
+
+
 def note_failures(summary, what: str) -> int:
     """Per-image failures are recorded by the runner and the run goes on; say so once."""
     failed = getattr(summary, "num_failed", 0) if not isinstance(summary, dict) else summary.get("num_failed", 0)

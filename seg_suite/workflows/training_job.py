@@ -18,6 +18,7 @@ class TrainingJob:
     opts: list
     num_gpus: int
     log_file: str | None = None
+    distributed: bool = False  # a SLURM job: join the machines of the job through detectron2's launch
 
     def config(self, num_machines: int = 1):
         from seg_suite.engine.api import build_config
@@ -28,11 +29,11 @@ class TrainingJob:
         """Build the config now: a bad one is refused before anything runs."""
         self.config()
 
-    def __call__(self, distributed: bool = False) -> dict:
+    def __call__(self) -> dict:
         from seg_suite.engine.api import train
 
         machines, rank, url = 1, 0, "auto"
-        if distributed:
+        if self.distributed:
             from seg_suite.workflows.executor import slurm_dist_setup
 
             machines, rank, url = slurm_dist_setup()

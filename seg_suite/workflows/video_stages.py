@@ -72,13 +72,9 @@ def _train_rcf_job(videos: str, params: dict, weights: str | None, device: str, 
 def stage_train_rcf(ctx) -> dict:
     checkpoint = ctx.folder / "rcf.pth"
     videos = ctx.dataset().need("videos", "RCF training")
-    job = functools.partial(_train_rcf_job, str(videos), ctx.params, ctx.weights_file(), ctx.device, str(checkpoint))
-    if ctx.executor.kind == "local":
-        info = job(progress=ctx.progress)
-    else:
-        from seg_suite.workflows.executor import run_single_job
-
-        info = run_single_job(job, ctx.executor, ctx.folder / "executor", name=ctx.name)
+    job = functools.partial(_train_rcf_job, str(videos), ctx.params, ctx.weights_file(), ctx.device, str(checkpoint),
+                            progress=ctx.progress and ctx.executor.kind == "local")
+    info = ctx.run_single(job)
     atomic_write_json(ctx.folder / "rcf.json", {"config": ctx.params, **info}, indent=1)
     return {"checkpoint": str(checkpoint), **info}
 
