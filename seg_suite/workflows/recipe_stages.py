@@ -71,13 +71,6 @@ def _stuff_maps_step(image_dir: str, output: str, centroids: str, backbone: str,
     return run_job(job, discover_inputs(image_dir), output, **run_options)
 
 
-def _predict_step(config_file: str, opts: list, weights: str, image_dir: str, out_dir: str, categories: list,
-                  **run_options):
-    from seg_suite.workflows.predict import run_prediction
-
-    return run_prediction(config_file, weights, image_dir, out_dir, categories=categories, opts=opts, **run_options)
-
-
 # ------------------------------------------------------------------ pseudo-labels
 def stage_maskcut(ctx: StageContext) -> dict:
     images = ctx.dataset().need("images", "MaskCut")
@@ -256,10 +249,12 @@ def _model(ctx: StageContext) -> dict:
 
 def predict_dataset(ctx: StageContext, images: Path, label: str) -> Path:
     """The last trained model's outputs for every image of ``images``, in ``<stage>/predict/<label>``."""
+    from seg_suite.workflows.predict import run_prediction
+
     model = _model(ctx)
     out = ctx.folder / "predict" / label
-    step = functools.partial(_predict_step, model["config_file"], model["opts"], model["weights"], str(images), str(out),
-                             model["categories"])
+    step = functools.partial(run_prediction, model["config_file"], model["weights"], str(images), str(out),
+                             categories=model["categories"], opts=model["opts"])
     note_failures(ctx.generate(step, out / "predict.json"), f"predict on {label}")
     return out
 
